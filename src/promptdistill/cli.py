@@ -1,0 +1,196 @@
+"""The `promptdistill` command.
+
+    promptdistill demo                                   # the whole pipeline on bundled documents
+    promptdistill run --docs DIR --test-questions Q.jsonl --out runs/NAME [--model M]
+    promptdistill questions|answers|train|evaluate|report runs/NAME   # one stage on a run dir
+
+Settings come from the paper's defaults, the model's preset, `--config FILE.yaml` and
+`--set section.field=value` (repeatable), in that order; `runs/NAME/config.yaml` records them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from promptdistill.config import TRAINED_METHODS, resolve_config
+from promptdistill.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+console = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", help="YAML file of settings (see configs/)")
+SetOption = typer.Option([], "--set", help="override one setting, e.g. --set train.epochs=3")
+RunDirArgument = typer.Argument(..., help="run directory made by `promptdistill run`")
+MethodOption = typer.Option(None, "--method", help="only this method (default: all in the config)")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+
+
+def _methods_option(methods: Optional[str]) -> list[str]:
+    return [f"methods={methods}"] if methods else []
+
+
+def _finish(table: str, run_dir: Path) -> None:
+    print(table)
+    console.print(f"\nreport: {run_dir / 'report.md'}  chart: {run_dir / 'plots' / 'accuracy.png'}")
+
+
+def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], methods: Optional[str],
+         config: Optional[Path], overrides: list[str]) -> None:
+    from promptdistill import pipeline
+
+    if model:
+        overrides = [f"model.name={model}", *overrides]
+    run_config = resolve_config(config, [*_methods_option(methods), *overrides])
+    run = pipeline.RunDir(out)
+    pipeline.prepare(run, run_config, docs, test_questions)
+    _finish(pipeline.run_all(run, run_config), out)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="run directory"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,sft,pd,open-book"),
+    config: Optional[Path] = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """The whole pipeline on the bundled fictional documents with the built-in model."""
+    demo_data = resources.files("promptdistill") / "demo"
+    _run(Path(str(demo_data / "docs")), Path(str(demo_data / "test_questions.jsonl")), out, None,
+         methods, config, overrides)
+
+
+@app.command()
+def run(
+    docs: Path = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}"),
+    test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),
+    out: Path = typer.Option(..., help="run directory (created; rerun to resume)"),
+    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,sft,pd,open-book"),
+    config: Optional[Path] = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """Documents to trained adapters and a report: every stage, resuming finished ones."""
+    _run(docs, test_questions, out, model, methods, config, overrides)
+
+
+@app.command()
+def prepare(
+    docs: Path = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}"),
+    test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),
+    out: Path = typer.Option(..., help="run directory"),
+    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
+    config: Optional[Path] = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """Check the inputs and split documents into passages (first stage of `run`)."""
+    from promptdistill import pipeline
+
+    if model:
+        overrides = [f"model.name={model}", *overrides]
+    pipeline.prepare(pipeline.RunDir(out), resolve_config(config, overrides), docs, test_questions)
+
+
+def _stage_config(run_dir: Path, overrides: list[str]):
+    from promptdistill import pipeline
+
+    run = pipeline.RunDir(run_dir)
+    run_config = run.load_config(overrides)
+    if overrides:
+        pipeline.save_config(run, run_config)
+    return run, run_config
+
+
+def _chosen(method: Optional[str], allowed: tuple[str, ...] | list[str]) -> list[str]:
+    if method is None:
+        return list(allowed)
+    if method not in allowed:
+        raise UserError(f"--method {method}: choose from {', '.join(allowed)}")
+    return [method]
+
+
+@app.command()
+def questions(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) -> None:
+    """The expert writes training questions about each passage."""
+    from promptdistill import pipeline
+
+    pipeline.questions(*_stage_config(run_dir, overrides))
+
+
+@app.command()
+def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
+            overrides: list[str] = SetOption) -> None:
+    """The expert answers each question with its passage (pd: T=1.5, sft: T=0.25 in the paper)."""
+    from promptdistill import pipeline
+
+    run, run_config = _stage_config(run_dir, overrides)
+    for chosen in _chosen(method, [m for m in run_config.methods if m in TRAINED_METHODS]):
+        pipeline.answers(run, run_config, chosen)
+
+
+@app.command()
+def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
+          overrides: list[str] = SetOption) -> None:
+    """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy)."""
+    from promptdistill import pipeline
+
+    run, run_config = _stage_config(run_dir, overrides)
+    for chosen in _chosen(method, [m for m in run_config.methods if m in TRAINED_METHODS]):
+        pipeline.train(run, run_config, chosen)
+
+
+@app.command()
+def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
+             overrides: list[str] = SetOption) -> None:
+    """Answer the test questions with each method and grade the replies."""
+    from promptdistill import pipeline
+
+    run, run_config = _stage_config(run_dir, overrides)
+    for chosen in _chosen(method, run_config.methods):
+        pipeline.evaluate(run, run_config, chosen)
+
+
+@app.command()
+def report(run_dir: Path = RunDirArgument) -> None:
+    """Write report.md, report.json and the chart from the evaluations."""
+    from promptdistill import pipeline
+
+    run, run_config = _stage_config(run_dir, [])
+    _finish(pipeline.report(run, run_config), run_dir)
+
+
+def main() -> None:
+    _setup_logging()
+    try:
+        app(standalone_mode=False)
+    except UserError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

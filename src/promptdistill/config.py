@@ -1,0 +1,253 @@
+"""Typed run configuration: defaults from the paper, presets from YAML, overrides from the CLI.
+
+Resolution order, later wins:
+  dataclass defaults (the paper's settings)
+  -> the model's preset (the built-in model ships one: configs/smollm2-135m.yaml)
+  -> --config FILE.yaml
+  -> --set section.field=value, repeatable
+
+The resolved config is written to RUN_DIR/config.yaml, so a run says exactly what it did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from promptdistill.errors import UserError
+
+METHODS = ("base", "sft", "pd", "open-book")  # order of the report's rows
+TRAINED_METHODS = ("sft", "pd")
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(
+        default="smollm2-135m",
+        metadata={"help": "built-in name, hub id, local folder or .gguf file"},
+    )
+    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16, float16 or auto"})
+
+    def __post_init__(self):
+        _check_choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+
+
+@dataclass
+class CorpusConfig:
+    passage_tokens: int = field(
+        default=384, metadata={"help": "token budget of one passage; paragraphs are packed up to it"}
+    )
+
+    def __post_init__(self):
+        _check_positive("corpus.passage_tokens", self.passage_tokens)
+
+
+@dataclass
+class SynthConfig:
+    questions_per_passage: int = field(
+        default=100, metadata={"help": "training questions the expert writes per passage"}
+    )
+    question_temperature: float = field(
+        default=1.5, metadata={"help": "sampling temperature of question writing (paper: 1.5)"}
+    )
+    pd_answer_temperature: float = field(
+        default=1.5, metadata={"help": "temperature of the pd training answers (paper: 1.5)"}
+    )
+    sft_answer_temperature: float = field(
+        default=0.25, metadata={"help": "temperature of the sft training answers (paper: 0.25)"}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling cut (paper: none)"})
+    max_question_tokens: int = field(default=64, metadata={"help": "length cap of a question"})
+    max_answer_tokens: int = field(default=256, metadata={"help": "length cap of an answer"})
+    max_attempts: int = field(
+        default=4,
+        metadata={"help": "question-writing rounds per passage before settling for fewer"},
+    )
+    batch_size: int = field(default=8, metadata={"help": "prompts per generation batch"})
+
+    def __post_init__(self):
+        _check_positive("synth.questions_per_passage", self.questions_per_passage)
+        for name in ("question_temperature", "pd_answer_temperature", "sft_answer_temperature"):
+            _check_positive(f"synth.{name}", getattr(self, name))
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"synth.top_p must be in (0, 1], got {self.top_p}")
+        for name in ("max_question_tokens", "max_answer_tokens", "max_attempts", "batch_size"):
+            _check_positive(f"synth.{name}", getattr(self, name))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=10, metadata={"help": "passes over the training answers (paper: 10)"})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (paper: 1e-5)"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step (paper: 4)"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per step"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    distill_temperature: float = field(
+        default=2.0, metadata={"help": "temperature of the teacher and student in the KL (paper: 2)"}
+    )
+
+    def __post_init__(self):
+        for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
+                     "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise UserError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class EvalConfig:
+    max_answer_tokens: int = field(default=48, metadata={"help": "length cap of a test answer"})
+    batch_size: int = field(default=16, metadata={"help": "test questions per generation batch"})
+
+    def __post_init__(self):
+        _check_positive("eval.max_answer_tokens", self.max_answer_tokens)
+        _check_positive("eval.batch_size", self.batch_size)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seed: int = 0
+
+    def __post_init__(self):
+        for method in self.methods:
+            _check_choice("methods", method, METHODS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of some sections, to tell whether a stage's inputs changed."""
+        chosen = {name: dataclasses.asdict(getattr(self, name)) if dataclasses.is_dataclass(
+            getattr(self, name)) else getattr(self, name) for name in sections}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise UserError(f"{name} must be > 0, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name}: unknown value {value!r}; choose from {', '.join(choices)}")
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    """Make dataclass `cls` from a nested dict, naming the offending key on error."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            raise UserError(f"unknown setting {path!r}; known: {', '.join(sorted(known))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise UserError(f"setting {path!r} must be a mapping, got {value!r}")
+            kwargs[key] = _build(hint, value, path)
+        else:
+            kwargs[key] = _coerce(hint, value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, path: str):
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if getattr(hint, "__origin__", None) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(item) for item in value]
+    raise UserError(f"setting {path!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'train.learning_rate=1e-4' -> {'train': {'learning_rate': 1e-4}}"""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected SECTION.FIELD=VALUE, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    return loaded
+
+
+def preset_path(name: str) -> Path | None:
+    """The YAML preset shipped for a built-in model or a named preset, if there is one."""
+    candidate = resources.files("promptdistill") / "configs" / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def resolve_config(
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Resolve the configuration of a run (see the module docstring for the order)."""
+    user: dict[str, Any] = read_yaml(config_file) if config_file else {}
+    for text in overrides:
+        user = _merge(user, parse_override(text))
+    model_name = user.get("model", {}).get("name") or ModelConfig.name
+    model_preset = preset_path(str(model_name))
+    values = read_yaml(model_preset) if model_preset is not None else {}
+    values = _merge(values, user)
+    return _build(RunConfig, values, "")
+
+
+def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read back the resolved config.yaml of a run directory, with --set overrides on top."""
+    values = read_yaml(path)
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    return _build(RunConfig, values, "")

@@ -1,0 +1,91 @@
+"""Answer the test questions and grade the answers.
+
+Closed-book (base, sft, pd): the question alone, in the student's prompt. Open-book: the base
+model with the gold passage(s) of the question's document, in the teacher's prompt: the ceiling
+that distillation aims for. Answers are greedy, so grades do not depend on a sampling seed.
+
+Grades use SQuAD's normalisation (lower case, no punctuation, no articles, single spaces):
+  contains: some accepted answer appears in the reply as a whole run of words;
+  em:       the reply equals some accepted answer;
+  f1:       the best token F1 against the accepted answers.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+from promptdistill.corpus import Passage, TestQuestion
+from promptdistill.generation import Backend, Sampling, generate_all
+from promptdistill.models import chat_prompt
+from promptdistill.prompts import student_prompt, teacher_prompt
+
+METRICS = ("contains", "em", "f1")
+
+
+def normalise_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation."""
+    text = text.lower()
+    text = "".join(char for char in text if char not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def contains(reply: str, answer: str) -> bool:
+    """Whole-word containment: '6' is not found in '1846', nor 'owl' in 'bowl'."""
+    reply_words, answer_words = normalise_answer(reply).split(), normalise_answer(answer).split()
+    if not answer_words:
+        return False
+    width = len(answer_words)
+    return any(reply_words[i:i + width] == answer_words for i in range(len(reply_words) - width + 1))
+
+
+def token_f1(reply: str, answer: str) -> float:
+    reply_words, answer_words = normalise_answer(reply).split(), normalise_answer(answer).split()
+    common = sum((Counter(reply_words) & Counter(answer_words)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(reply_words), common / len(answer_words)
+    return 2 * precision * recall / (precision + recall)
+
+
+def grade(reply: str, answers: list[str]) -> dict[str, float]:
+    return {
+        "contains": float(any(contains(reply, answer) for answer in answers)),
+        "em": float(any(normalise_answer(reply) == normalise_answer(answer) for answer in answers)),
+        "f1": max(token_f1(reply, answer) for answer in answers),
+    }
+
+
+def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
+    """The passages of the question's document, joined: the open-book context."""
+    return "\n\n".join(passage.text for passage in passages if passage.doc_id == question.doc_id)
+
+
+def answer_test_questions(
+    backend: Backend, tokenizer, questions: list[TestQuestion], passages: list[Passage] | None,
+    max_new_tokens: int, batch_size: int, description: str,
+) -> list[str]:
+    """Greedy replies; open-book when `passages` is given, closed-book otherwise."""
+    if passages is None:
+        texts = [student_prompt(q.question) for q in questions]
+    else:
+        texts = [teacher_prompt(gold_context(q, passages), q.question) for q in questions]
+    prompts = [chat_prompt(tokenizer, text) for text in texts]
+    return generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
+                        batch_size=batch_size, description=description)
+
+
+def grade_all(questions: list[TestQuestion], replies: list[str]) -> list[dict]:
+    """Per-question records: the question, the reply and its grades."""
+    return [
+        {"id": q.id, "question": q.question, "answers": q.answers, "doc_id": q.doc_id,
+         "reply": reply, **grade(reply, q.answers)}
+        for q, reply in zip(questions, replies)
+    ]
+
+
+def summarise(records: list[dict]) -> dict[str, float]:
+    """Mean of each metric, in percent."""
+    return {metric: 100 * sum(r[metric] for r in records) / len(records) for metric in METRICS}

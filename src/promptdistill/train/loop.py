@@ -1,0 +1,145 @@
+"""The training loop: one LoRA adapter, one method, top to bottom.
+
+    pd:  forward KL(teacher || student) at T = train.distill_temperature over the answer tokens;
+         the teacher is the same model with the adapter off and the passage in its prompt.
+    sft: cross-entropy on the answer tokens.
+
+Accelerate places the model and data (CPU, one GPU, or DDP with `accelerate launch`). After each
+epoch a checkpoint (adapter, optimizer, scheduler, RNG) is written to OUT/checkpoints/epoch-N;
+a rerun resumes from the last one and ends with the same adapter as an uninterrupted run, because
+each epoch's shuffle comes from (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from promptdistill.config import TrainConfig
+from promptdistill.models import add_lora, answer_logits
+from promptdistill.teacher import online_teacher_logits
+from promptdistill.train.data import Collator, Example
+from promptdistill.train.losses import cross_entropy, forward_kl
+
+log = logging.getLogger(__name__)
+
+
+def method_loss(method: str, student, batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+    """The loss of one batch, over the answer tokens only."""
+    mask = batch["answer_mask"]
+    student_logits = answer_logits(
+        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
+    )[mask]
+    if method == "sft":
+        return cross_entropy(student_logits, batch["answer_ids"][mask])
+    if method == "pd":
+        teacher_logits = online_teacher_logits(student, batch)[mask]
+        return forward_kl(teacher_logits, student_logits, config.distill_temperature)
+    raise ValueError(f"no loss for method {method!r}")
+
+
+def train_adapter(model, pad_id: int, examples: list[Example], method: str, config: TrainConfig,
+                  out_dir: Path, seed: int) -> dict:
+    """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics."""
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(seed)
+    student = add_lora(model, config)
+    student.train()
+
+    sampler = RandomSampler(examples, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=Collator(pad_id))
+    optimizer = torch.optim.AdamW(
+        [p for p in student.parameters() if p.requires_grad],
+        lr=config.learning_rate, weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    student, optimizer, loader, scheduler = accelerator.prepare(student, optimizer, loader, scheduler)
+
+    history: list[dict] = []
+    start_epoch = 0
+    last = last_checkpoint(out_dir)
+    if last is not None:
+        start_epoch, history = resume(accelerator.unwrap_model(student), optimizer, scheduler, last)
+        log.info("%s: resuming after epoch %d from %s", method, start_epoch, last)
+
+    for epoch in range(start_epoch, config.epochs):
+        loader.set_epoch(epoch)
+        total_loss, batches = 0.0, 0
+        for batch in tqdm(loader, desc=f"{method} epoch {epoch + 1}/{config.epochs}", leave=False,
+                          disable=not accelerator.is_local_main_process):
+            with accelerator.accumulate(student):
+                loss = method_loss(method, student, batch, config)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total_loss += loss.item()
+            batches += 1
+        history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0]})
+        log.info("%s epoch %d/%d  loss %.4f", method, epoch + 1, config.epochs, history[-1]["loss"])
+        if accelerator.is_main_process:
+            save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1)
+        accelerator.wait_for_everyone()
+
+    metrics = {"method": method, "examples": len(examples), "epochs": history}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(student)
+        staging = out_dir / "adapter.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        final.save_pretrained(staging)
+        shutil.rmtree(out_dir / "adapter", ignore_errors=True)
+        os.replace(staging, out_dir / "adapter")
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    student = accelerator.unwrap_model(student)
+    student.eval()
+    return metrics
+
+
+def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir: Path, epoch: int) -> None:
+    """Write OUT/checkpoints/epoch-N atomically: a half-written checkpoint is never resumed from."""
+    target = out_dir / "checkpoints" / f"epoch-{epoch}"
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    student.save_pretrained(staging)
+    torch.save(
+        {"epoch": epoch, "history": history, "optimizer": optimizer.state_dict(),
+         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()},
+        staging / "training_state.pt",
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    checkpoints = [path for path in (out_dir / "checkpoints").glob("epoch-*") if path.name[6:].isdigit()]
+    return max(checkpoints, key=lambda path: int(path.name[6:]), default=None)
+
+
+def resume(student, optimizer, scheduler, checkpoint: Path) -> tuple[int, list[dict]]:
+    set_peft_model_state_dict(student, load_file(checkpoint / "adapter_model.safetensors"))
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"], state["history"]
