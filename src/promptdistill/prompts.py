@@ -8,19 +8,23 @@ from __future__ import annotations
 
 
 def question_writing_prompt(passage: str) -> str:
-    """The expert writes one question per sample; many samples give many questions."""
-    return (
-        "Read the text and write one question about a fact stated in it. "
-        "Name the subject in full. Reply with the question only.\n\n"
-        f"Text:\n{passage}"
-    )
+    """The expert writes one question per sample; many samples give many questions.
+
+    Measured on the built-in model (docs/sampling.md): this plain request gave 36 of 40 usable
+    questions at T=0.7, a longer instruction ("name the subject in full...") 13 of 40.
+    """
+    return f"{passage}\n\nWrite a question about the text above."
 
 
 def student_prompt(question: str) -> str:
-    """Closed-book: what the student sees in training and at test time."""
-    return f"Answer the question in one short sentence.\nQuestion: {question}"
+    """Closed-book: the question alone, in training and at test time."""
+    return question
 
 
 def teacher_prompt(passage: str, question: str) -> str:
-    """Open-book: the passage, then the student's turn unchanged."""
+    """Open-book: the passage, then the student's turn unchanged.
+
+    On the demo's test questions the built-in model answered 82% correctly with this prompt and
+    72% with an added "answer in one short sentence" (docs/sampling.md).
+    """
     return f"{passage}\n\n{student_prompt(question)}"

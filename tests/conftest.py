@@ -1,0 +1,60 @@
+"""Fixtures: a tiny random chat model built from a config, so unit tests run in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }} {{ message['content'] }}<|im_end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
+)
+WORDS = (
+    "the a of in is was who what when where which how many year town river lighthouse bridge "
+    "velmora oskeva tobin quarrel founded built painted yellow saffron fourteen 1623 96 steps "
+    "answer question text write about ? . , : 1 2 3 4 5 6 7 8 9 0"
+).split()
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    specials = ["[PAD]", "[UNK]", "<|im_start|>", "<|im_end|>", "user", "assistant"]
+    vocab = {token: index for index, token in enumerate(specials + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="<|im_end|>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=True, pad_token_id=0, eos_token_id=3, bos_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return make_model(len(tokenizer))
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer):
+    """A saved tiny model, loadable by `--model DIR` like any local model folder."""
+    path = tmp_path / "tiny-model"
+    make_model(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

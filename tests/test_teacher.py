@@ -1,0 +1,28 @@
+import torch
+
+from promptdistill.config import TrainConfig
+from promptdistill.models import add_lora, answer_logits
+from promptdistill.teacher import online_teacher_logits
+from promptdistill.train.data import Collator
+
+from conftest import make_model
+from test_train_data import examples
+
+
+def test_teacher_is_the_base_model_with_the_adapter_off(tokenizer):
+    batch = Collator(tokenizer.pad_token_id)(examples(tokenizer))
+    width = batch["answer_mask"].shape[1]
+    base = make_model(len(tokenizer), seed=1)
+    expected = answer_logits(base, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
+
+    student = add_lora(make_model(len(tokenizer), seed=1), TrainConfig(lora_rank=4, lora_alpha=8))
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, parameter in student.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    with_adapter = answer_logits(student, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
+    assert not torch.allclose(with_adapter, expected, atol=1e-3)  # the adapter does change the model
+
+    teacher = online_teacher_logits(student, batch)
+    torch.testing.assert_close(teacher, expected, atol=1e-6, rtol=1e-5)
+    assert not teacher.requires_grad

@@ -1,0 +1,60 @@
+import torch
+
+from promptdistill.models import answer_logits
+from promptdistill.prompts import student_prompt, teacher_prompt
+from promptdistill.train.data import Collator, Example, encode_answer, encode_prompt
+
+PASSAGE = "velmora was founded in 1623 by tobin quarrel ."
+
+
+def examples(tokenizer):
+    pairs = [("who founded velmora ?", "tobin quarrel"), ("when was velmora founded ?", "in 1623 the town was founded")]
+    return [
+        Example(
+            student_ids=encode_prompt(tokenizer, student_prompt(question)),
+            answer_ids=encode_answer(tokenizer, answer),
+            teacher_ids=encode_prompt(tokenizer, teacher_prompt(PASSAGE, question)),
+        )
+        for question, answer in pairs
+    ]
+
+
+def test_answer_ids_end_with_end_of_turn(tokenizer):
+    ids = encode_answer(tokenizer, "tobin quarrel")
+    assert tokenizer.convert_ids_to_tokens(ids) == ["tobin", "quarrel", "<|im_end|>"]
+
+
+def test_answer_mask_covers_exactly_the_answer_tokens_in_teacher_and_student(tokenizer):
+    batch_examples = examples(tokenizer)
+    batch = Collator(tokenizer.pad_token_id)(batch_examples)
+    mask = batch["answer_mask"]
+    width = mask.shape[1]
+    assert mask.sum(dim=1).tolist() == [len(e.answer_ids) for e in batch_examples]
+    for row, example in enumerate(batch_examples):
+        expected = torch.tensor(example.answer_ids)
+        assert torch.equal(batch["answer_ids"][row][mask[row]], expected)
+        # The masked columns of the last `width` positions are the answer in both sequences...
+        for prefix in ("student", "teacher"):
+            tail = batch[f"{prefix}_input_ids"][row, -width:]
+            assert torch.equal(tail[mask[row]], expected)
+            # ...and the token before them is the end of that sequence's own prompt.
+            prompt = example.student_ids if prefix == "student" else example.teacher_ids
+            first = batch[f"{prefix}_input_ids"].shape[1] - len(example.answer_ids)
+            assert batch[f"{prefix}_input_ids"][row, first - 1].item() == prompt[-1]
+            assert batch[f"{prefix}_attention_mask"][row].sum().item() == len(prompt) + len(example.answer_ids)
+    # The two sequences differ in their prompts only: the teacher's is longer by the passage.
+    assert batch["teacher_input_ids"].shape[1] > batch["student_input_ids"].shape[1]
+
+
+def test_answer_logits_equal_unpadded_logits_at_the_answer_positions(tokenizer, tiny_model):
+    batch_examples = examples(tokenizer)
+    batch = Collator(tokenizer.pad_token_id)(batch_examples)
+    width = batch["answer_mask"].shape[1]
+    logits = answer_logits(tiny_model, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
+    for row, example in enumerate(batch_examples):
+        sequence = torch.tensor([example.teacher_ids + example.answer_ids])
+        full = tiny_model(sequence).logits[0]
+        start = len(example.teacher_ids)
+        # Position start-1 predicts the first answer token, and so on.
+        expected = full[start - 1:start - 1 + len(example.answer_ids)]
+        torch.testing.assert_close(logits[row][batch["answer_mask"][row]], expected, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,49 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import promptdistill.train.loop as loop
+from promptdistill.config import TrainConfig
+
+from conftest import make_model
+from test_train_data import examples
+
+CONFIG = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=2, lora_rank=4, lora_alpha=8, lora_dropout=0.1)
+
+
+def train(tokenizer, out_dir, method):
+    batch = examples(tokenizer) * 3  # 6 examples, 3 batches an epoch
+    return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, batch, method, CONFIG, out_dir, seed=7)
+
+
+@pytest.mark.parametrize("method", ["pd", "sft"])
+def test_interrupted_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch, method):
+    whole = train(tokenizer, tmp_path / "whole", method)
+
+    original = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        if args[-1] == 2:  # killed right after the checkpoint of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tokenizer, tmp_path / "resumed", method)
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+    resumed = train(tokenizer, tmp_path / "resumed", method)
+
+    assert [e["loss"] for e in resumed["epochs"]] == pytest.approx([e["loss"] for e in whole["epochs"]], abs=1e-6)
+    expected = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    actual = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
+
+
+def test_training_lowers_the_loss(tokenizer, tmp_path):
+    metrics = train(tokenizer, tmp_path / "run", "sft")
+    losses = [epoch["loss"] for epoch in metrics["epochs"]]
+    assert losses[-1] < losses[0]
