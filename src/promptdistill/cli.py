@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -24,7 +25,10 @@ from rich.logging import RichHandler
 from promptdistill.config import TRAINED_METHODS, resolve_config
 from promptdistill.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Inject the knowledge of your documents into an LLM's weights by prompt distillation.",
+)
 console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", help="YAML file of settings (see configs/)")
@@ -40,6 +44,8 @@ def _setup_logging() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # weight-loading bars; ours stay
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _methods_option(methods: Optional[str]) -> list[str]:
@@ -178,19 +184,7 @@ def report(run_dir: Path = RunDirArgument) -> None:
 def main() -> None:
     _setup_logging()
     try:
-        app(standalone_mode=False)
+        app()  # typer reports its own usage errors and exits
     except UserError as error:
         console.print(f"[bold red]error:[/] {error}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: rerun the same command to resume")
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise

@@ -174,6 +174,11 @@ def _build(cls, values: dict[str, Any], where: str):
 
 
 def _coerce(hint, value, path: str):
+    if hint is float and isinstance(value, str):
+        try:  # YAML reads "1e-4" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):

@@ -26,7 +26,7 @@ from promptdistill.corpus import Passage, TestQuestion, read_documents, read_tes
 from promptdistill.errors import UserError
 from promptdistill.evaluate import answer_test_questions, grade_all, summarise
 from promptdistill.generation import TransformersBackend
-from promptdistill.models import load_adapter, load_model, load_tokenizer
+from promptdistill.models import load_adapter, load_model, load_tokenizer, resolve_model_source
 from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.report import write_report
 from promptdistill.rundir import PartialFile, Stage, file_digest, read_jsonl, stage_key, write_atomic, write_jsonl
@@ -82,6 +82,7 @@ def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) ->
     """Read and check every input before any model work, then write the corpus files."""
     documents = read_documents(docs)
     tests = read_test_questions(test_questions, {document.id for document in documents})
+    resolve_model_source(config.model.name)
     save_config(run, config)
     stage = Stage(run.path, "prepare", stage_key(
         config.model.name, config.section_hash("corpus"),

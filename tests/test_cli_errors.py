@@ -1,0 +1,105 @@
+"""Bad input: a clear message naming the file, line or option, exit code 2, nothing damaged."""
+
+import json
+import sys
+
+import pytest
+
+from promptdistill import cli
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["promptdistill", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "town.md").write_text("velmora was founded in 1623 by tobin quarrel .\n")
+    tests = tmp_path / "tests.jsonl"
+    tests.write_text(json.dumps({"question": "who founded velmora ?", "answers": ["quarrel"], "doc_id": "town"}) + "\n")
+    return docs, tests
+
+
+@pytest.fixture
+def prepared_run(tmp_path, inputs, tiny_model_dir, monkeypatch, capsys):
+    """A run directory whose files must survive every bad command below."""
+    docs, tests = inputs
+    out = tmp_path / "run"
+    code, _ = run_cli(monkeypatch, capsys, "prepare", "--docs", str(docs), "--test-questions", str(tests),
+                      "--out", str(out), "--model", str(tiny_model_dir))
+    assert code == 0
+    assert (out / "passages.jsonl").is_file()
+    return out
+
+
+def snapshot(run_dir):
+    return {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+
+def bad_utf8_docs(tmp_path):
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    (folder / "cafe.txt").write_bytes("caf\xe9".encode("latin-1"))
+    return folder
+
+
+def malformed_tests(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "a?", "answers": ["b"], "doc_id": "town"}\n{"question": \n')
+    return path
+
+
+def unknown_doc_tests(tmp_path):
+    path = tmp_path / "unknown.jsonl"
+    path.write_text(json.dumps({"question": "a?", "answers": ["b"], "doc_id": "nowhere"}) + "\n")
+    return path
+
+
+def empty_folder(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+CASES = {
+    "empty folder": (lambda t, d, q: ["--docs", str(empty_folder(t)), "--test-questions", str(q)],
+                     "empty: folder has no .txt or .md documents"),
+    "not utf-8": (lambda t, d, q: ["--docs", str(bad_utf8_docs(t)), "--test-questions", str(q)],
+                  "cafe.txt: not UTF-8 text"),
+    "malformed line": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(malformed_tests(t))],
+                       "bad.jsonl:2: malformed JSON"),
+    "unknown doc_id": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(unknown_doc_tests(t))],
+                       "unknown.jsonl:1: unknown doc_id 'nowhere'"),
+    "unknown model": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(q), "--model", "no-such-model"],
+                      "--model no-such-model: unknown model"),
+    "negative learning rate": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(q),
+                                                "--set", "train.learning_rate=-0.001"],
+                               "train.learning_rate must be > 0, got -0.001"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_named_and_damages_nothing(case, tmp_path, inputs, prepared_run, monkeypatch, capsys):
+    docs, tests = inputs
+    make_args, message = CASES[case]
+    before = snapshot(prepared_run)
+    code, err = run_cli(monkeypatch, capsys, "run", *make_args(tmp_path, docs, tests), "--out", str(prepared_run))
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert snapshot(prepared_run) == before
+
+
+def test_stage_command_on_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path))
+    assert code == 2
+    assert "not a run directory (no config.yaml)" in " ".join(err.split())
+
+
+def test_usage_errors_exit_non_zero(monkeypatch, capsys):
+    code, _ = run_cli(monkeypatch, capsys, "run", "--docs")
+    assert code == 2

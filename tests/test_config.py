@@ -1,0 +1,42 @@
+import pytest
+
+from promptdistill.config import RunConfig, TrainConfig, parse_override, resolve_config
+from promptdistill.errors import UserError
+
+
+def test_paper_defaults():
+    config = RunConfig()
+    assert (config.synth.question_temperature, config.synth.pd_answer_temperature) == (1.5, 1.5)
+    assert config.synth.sft_answer_temperature == 0.25
+    assert (config.train.distill_temperature, config.train.learning_rate, config.train.batch_size) == (2.0, 1e-5, 4)
+
+
+def test_order_preset_then_file_then_overrides(tmp_path):
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("train:\n  epochs: 2\n  learning_rate: 0.01\n")
+    config = resolve_config(config_file, ["train.epochs=7", "methods=base,pd"])
+    assert config.train.epochs == 7  # --set beats the file
+    assert config.train.learning_rate == 0.01  # the file beats the model preset
+    assert config.synth.questions_per_passage == 20  # the built-in model's preset beats the paper
+    assert config.methods == ["base", "pd"]
+    other_model = resolve_config(None, ["model.name=Qwen/Qwen2.5-3B-Instruct"])
+    assert other_model.synth.questions_per_passage == RunConfig().synth.questions_per_passage
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=-1e-4", "train.learning_rate must be > 0, got -0.0001"),
+    ("train.lerning_rate=1", "unknown setting 'train.lerning_rate'"),
+    ("train.epochs=two", "setting 'train.epochs' expects int, got 'two'"),
+    ("methods=base,magic", "methods: unknown value 'magic'"),
+    ("synth.top_p=1.5", r"synth.top_p must be in \(0, 1\]"),
+    ("epochs", "expected SECTION.FIELD=VALUE"),
+])
+def test_bad_settings_name_the_setting(override, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(None, [override])
+
+
+def test_parse_override_types():
+    assert parse_override("train.epochs=3") == {"train": {"epochs": 3}}
+    assert resolve_config(None, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
+    assert TrainConfig(learning_rate=1).learning_rate == 1

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from promptdistill.corpus import read_documents, read_test_questions, split_passages
+from promptdistill.errors import UserError
+
+
+def count_words(text):
+    return len(text.split())
+
+
+def test_paragraphs_are_packed_under_the_budget_with_stable_ids(tmp_path):
+    (tmp_path / "town.md").write_text("one two three\n\nfour five six\n\nseven eight nine ten\n")
+    (tmp_path / "notes.txt").write_text("alpha beta\n")
+    (tmp_path / "ignored.csv").write_text("x,y\n")
+    documents = read_documents(tmp_path)
+    assert [d.id for d in documents] == ["notes", "town"]
+    passages = split_passages(documents, count_words, max_tokens=6)
+    assert [(p.id, p.text) for p in passages] == [
+        ("notes#0", "alpha beta"),
+        ("town#0", "one two three\n\nfour five six"),
+        ("town#1", "seven eight nine ten"),
+    ]
+    assert split_passages(read_documents(tmp_path), count_words, 6) == passages
+
+
+def test_long_paragraph_splits_between_sentences():
+    from promptdistill.corpus import Document
+
+    text = "First one here. Second one here. Third one here."
+    passages = split_passages([Document("d", text)], count_words, max_tokens=6)
+    assert [p.text for p in passages] == ["First one here. Second one here.", "Third one here."]
+
+
+def test_jsonl_documents_and_test_questions(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "Alpha."}\n\n{"id": 7, "text": "Seven."}\n')
+    assert [(d.id, d.text) for d in read_documents(docs)] == [("a", "Alpha."), ("7", "Seven.")]
+    tests = tmp_path / "tests.jsonl"
+    tests.write_text(json.dumps({"question": "What?", "answers": ["Alpha"], "doc_id": "a"}) + "\n")
+    (question,) = read_test_questions(tests, {"a", "7"})
+    assert (question.id, question.answers, question.doc_id) == ("test-1", ["Alpha"], "a")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"id": "a", "text": "x"}\n{"id": "b", "text": \n', "docs.jsonl:2: malformed JSON"),
+    ('{"id": "a"}\n', "docs.jsonl:1: missing field(s) text"),
+    ('[1, 2]\n', "docs.jsonl:1: expected a JSON object"),
+    ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "document id 'a' appears twice"),
+    ('{"id": "a", "text": "  "}\n', "empty document(s): a"),
+])
+def test_bad_document_files_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_documents(path)
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(UserError, match="has no .txt or .md documents"):
+        read_documents(tmp_path)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.txt: not UTF-8 text"):
+        read_documents(tmp_path)
+    with pytest.raises(UserError, match="no such file or folder"):
+        read_documents(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"question": "Q?", "answers": ["x"], "doc_id": "zzz"}, "tests.jsonl:2: unknown doc_id 'zzz'"),
+    ({"question": "Q?", "answers": [], "doc_id": "a"}, "tests.jsonl:2: 'answers' must be a non-empty list"),
+    ({"question": "Q?", "doc_id": "a"}, "tests.jsonl:2: missing field"),
+])
+def test_bad_test_questions_name_the_line(tmp_path, record, message):
+    path = tmp_path / "tests.jsonl"
+    path.write_text(json.dumps({"question": "Ok?", "answers": ["x"], "doc_id": "a"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(UserError, match=message):
+        read_test_questions(path, {"a"})
