@@ -2,21 +2,29 @@ import torch
 
 from promptdistill.models import answer_logits
 from promptdistill.prompts import student_prompt, teacher_prompt
-from promptdistill.train.data import Collator, Example, encode_answer, encode_prompt
+from promptdistill.train.data import Collator, Example, encode_answer, encode_prompt, encode_teacher_prompt
 
 PASSAGE = "velmora was founded in 1623 by tobin quarrel ."
 
 
 def examples(tokenizer):
     pairs = [("who founded velmora ?", "tobin quarrel"), ("when was velmora founded ?", "in 1623 the town was founded")]
-    return [
-        Example(
-            student_ids=encode_prompt(tokenizer, student_prompt(question)),
-            answer_ids=encode_answer(tokenizer, answer),
-            teacher_ids=encode_prompt(tokenizer, teacher_prompt(PASSAGE, question)),
-        )
-        for question, answer in pairs
-    ]
+    built = []
+    for number, (question, answer) in enumerate(pairs):
+        prefix, suffix = encode_teacher_prompt(tokenizer, PASSAGE, question)
+        built.append(Example(
+            key=f"q{number}", student_ids=encode_prompt(tokenizer, student_prompt(question)),
+            answer_ids=encode_answer(tokenizer, answer), teacher_ids=prefix + suffix,
+            teacher_prefix_length=len(prefix),
+        ))
+    return built
+
+
+def test_teacher_prompt_split_is_the_whole_prompt_with_the_passage_in_the_prefix(tokenizer):
+    prefix, suffix = encode_teacher_prompt(tokenizer, PASSAGE, "who founded velmora ?")
+    assert prefix + suffix == encode_prompt(tokenizer, teacher_prompt(PASSAGE, "who founded velmora ?"))
+    assert tokenizer.decode(prefix).endswith("tobin quarrel .")
+    assert encode_teacher_prompt(tokenizer, PASSAGE, "what ?")[0] == prefix
 
 
 def test_answer_ids_end_with_end_of_turn(tokenizer):

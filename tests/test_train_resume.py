@@ -16,6 +16,19 @@ def train(tokenizer, out_dir, method):
     return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, batch, method, CONFIG, out_dir, seed=7)
 
 
+def test_length_grouped_batches_cover_every_example_once_and_change_by_epoch():
+    from promptdistill.train.data import LengthGroupedBatches
+
+    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
+    batches = LengthGroupedBatches(lengths, batch_size=2, seed=1, group_batches=4)
+    first = batches.batches()
+    assert sorted(i for batch in first for i in batch) == list(range(8))
+    assert all(abs(lengths[batch[0]] - lengths[batch[-1]]) <= 2 for batch in first)  # short with short
+    assert batches.batches() == first  # the same (seed, epoch) gives the same batches
+    batches.set_epoch(1)
+    assert batches.batches() != first
+
+
 @pytest.mark.parametrize("method", ["pd", "sft"])
 def test_interrupted_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch, method):
     whole = train(tokenizer, tmp_path / "whole", method)

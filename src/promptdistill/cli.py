@@ -151,6 +151,14 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
 
 
 @app.command()
+def teacher(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) -> None:
+    """Cache the teacher's top-k distributions over the pd answers (train.teacher=cached)."""
+    from promptdistill import pipeline
+
+    pipeline.teacher_cache(*_stage_config(run_dir, overrides))
+
+
+@app.command()
 def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
           overrides: list[str] = SetOption) -> None:
     """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy)."""

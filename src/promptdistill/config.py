@@ -97,10 +97,17 @@ class TrainConfig:
     distill_temperature: float = field(
         default=2.0, metadata={"help": "temperature of the teacher and student in the KL (paper: 2)"}
     )
+    teacher: str = field(
+        default="cached",
+        metadata={"help": "cached: top-k teacher targets computed once before training; "
+                          "online: full-vocabulary teacher at every step (the paper's way)"},
+    )
+    teacher_top_k: int = field(default=20, metadata={"help": "tokens kept per position in the teacher cache"})
 
     def __post_init__(self):
+        _check_choice("train.teacher", self.teacher, ("cached", "online"))
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
-                     "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm"):
+                     "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k"):
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -4,6 +4,7 @@
     questions  passages -> questions.jsonl (the expert writes them)
     answers    questions -> answers/METHOD.jsonl (the expert answers open-book; pd and sft differ
                in temperature)
+    teacher    answers/pd -> teacher/ (top-k teacher targets, when train.teacher is cached)
     train      answers -> adapters/METHOD/adapter (LoRA, checkpoints per epoch)
     evaluate   test questions -> eval/METHOD.jsonl (replies and grades)
     report     eval -> report.md, report.json, plots/accuracy.png
@@ -31,7 +32,8 @@ from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.report import write_report
 from promptdistill.rundir import PartialFile, Stage, file_digest, read_jsonl, stage_key, write_atomic, write_jsonl
 from promptdistill.synth import answer_questions, write_questions
-from promptdistill.train.data import Example, encode_answer, encode_prompt
+from promptdistill.teacher import TeacherCache, TeacherInput, build_teacher_cache
+from promptdistill.train.data import Example, encode_answer, encode_prompt, encode_teacher_prompt
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class RunDir:
     passages = property(lambda self: self.path / "passages.jsonl")
     test_questions = property(lambda self: self.path / "test_questions.jsonl")
     questions = property(lambda self: self.path / "questions.jsonl")
+    teacher = property(lambda self: self.path / "teacher")
 
     def answers(self, method: str) -> Path:
         return self.path / "answers" / f"{method}.jsonl"
@@ -169,22 +172,54 @@ def training_examples(run: RunDir, tokenizer, method: str) -> list[Example]:
     examples = []
     for record in read_jsonl(run.answers(method)):
         question = questions_by_id[record["question_id"]]
-        examples.append(Example(
+        example = Example(
+            key=record["question_id"],
             student_ids=encode_prompt(tokenizer, student_prompt(question["question"])),
             answer_ids=encode_answer(tokenizer, record["answer"]),
-            teacher_ids=encode_prompt(tokenizer, teacher_prompt(
-                passages[question["passage_id"]].text, question["question"])) if method == "pd" else None,
-        ))
+        )
+        if method == "pd":
+            prefix, suffix = encode_teacher_prompt(tokenizer, passages[question["passage_id"]].text, question["question"])
+            example.teacher_ids, example.teacher_prefix_length = prefix + suffix, len(prefix)
+        examples.append(example)
     return examples
+
+
+def teacher_cache(run: RunDir, config: RunConfig) -> None:
+    """One teacher pass over the pd answers: top-k targets per answer token, in teacher/."""
+    train = config.train
+    inputs = [run.answers("pd"), run.questions, run.passages]
+    stage = Stage(run.path, "teacher", stage_key(
+        config.model.name, train.teacher_top_k, train.distill_temperature, file_digest(*inputs),
+    ))
+    if stage.done():
+        log.info("teacher: cache done, skipping")
+        return
+    started = time.time()
+    model, tokenizer = load_model(config.model)
+    items = [
+        TeacherInput(example.key, example.teacher_ids[:example.teacher_prefix_length],
+                     example.teacher_ids[example.teacher_prefix_length:], example.answer_ids)
+        for example in training_examples(run, tokenizer, "pd")
+    ]
+    settings = {"top_k": train.teacher_top_k, "temperature": train.distill_temperature, "model": config.model.name}
+    build_teacher_cache(model, items, train.teacher_top_k, train.distill_temperature, config.synth.batch_size,
+                        run.teacher, settings)
+    stage.finish({"answers": len(items), "answer_tokens": sum(len(item.answer_ids) for item in items),
+                  "passages": len({tuple(item.prefix_ids) for item in items})}, started)
+    log.info("teacher: cached top-%d targets for %d answers in %.0f s", train.teacher_top_k, len(items),
+             time.time() - started)
 
 
 def train(run: RunDir, config: RunConfig, method: str) -> None:
     from promptdistill.train.loop import train_adapter
 
     out_dir = run.adapter_dir(method)
+    cached = method == "pd" and config.train.teacher == "cached"
+    if cached:
+        teacher_cache(run, config)
+    inputs = [run.answers(method), run.questions, run.passages] + ([run.teacher / "index.json"] if cached else [])
     stage = Stage(run.path, f"train-{method}", stage_key(
-        config.model.name, config.seed, config.section_hash("train"), method,
-        file_digest(run.answers(method), run.questions, run.passages),
+        config.model.name, config.seed, config.section_hash("train"), method, file_digest(*inputs),
     ))
     if stage.done():
         log.info("train %s: done, skipping", method)
@@ -200,7 +235,8 @@ def train(run: RunDir, config: RunConfig, method: str) -> None:
     examples = training_examples(run, tokenizer, method)
     if not examples:
         raise UserError(f"train {method}: no training answers in {run.answers(method)}")
-    metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, config.train, out_dir, config.seed)
+    metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, config.train, out_dir, config.seed,
+                            teacher_cache=TeacherCache(run.teacher) if cached else None)
     stage.finish({"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}, started)
 
 

@@ -14,13 +14,22 @@ from dataclasses import dataclass
 import torch
 
 from promptdistill.models import chat_prompt
+from promptdistill.prompts import teacher_prompt
+from promptdistill.teacher import TeacherCache
 
 
 @dataclass
 class Example:
+    key: str  # the question id: names the example in the teacher cache
     student_ids: list[int]
     answer_ids: list[int]
     teacher_ids: list[int] | None = None  # only pd needs the open-book prompt
+    teacher_prefix_length: int = 0  # teacher_ids[:this] is the passage part, shared per passage
+
+    @property
+    def length(self) -> int:
+        """Tokens the student reads: what batching by length sorts on."""
+        return len(self.student_ids) + len(self.answer_ids)
 
 
 def encode_answer(tokenizer, answer: str) -> list[int]:
@@ -30,6 +39,20 @@ def encode_answer(tokenizer, answer: str) -> list[int]:
 
 def encode_prompt(tokenizer, user_text: str) -> list[int]:
     return tokenizer(chat_prompt(tokenizer, user_text), add_special_tokens=False).input_ids
+
+
+def encode_teacher_prompt(tokenizer, passage: str, question: str) -> tuple[list[int], list[int]]:
+    """The teacher's prompt as (prefix, suffix) tokens: chat header and passage, then the rest.
+
+    Tokenized in two parts so that every question on a passage starts with the very same prefix
+    tokens, which the cached teacher computes once; the online teacher reads the same tokens.
+    """
+    rendered = chat_prompt(tokenizer, teacher_prompt(passage, question))
+    if passage not in rendered:
+        raise ValueError("the chat template changed the passage text; cannot split the teacher prompt")
+    split = rendered.index(passage) + len(passage)
+    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    return encode(rendered[:split]), encode(rendered[split:])
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,10 +66,16 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
 
 
 class Collator:
-    """Examples -> a batch with `answer_ids` [B, A] and `answer_mask` [B, A] (A: longest answer)."""
+    """Examples -> a batch with `answer_ids` [B, A] and `answer_mask` [B, A] (A: longest answer).
 
-    def __init__(self, pad_id: int):
+    With a teacher cache the batch carries the cached targets, aligned with `answer_ids`
+    (`teacher_token_ids` [B, A, k], `teacher_logprobs` [B, A, k], `teacher_tail_mass` [B, A]);
+    without one, pd examples bring their open-book sequences for the online teacher.
+    """
+
+    def __init__(self, pad_id: int, teacher_cache: TeacherCache | None = None):
         self.pad_id = pad_id
+        self.teacher_cache = teacher_cache
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         width = max(len(example.answer_ids) for example in examples)
@@ -62,8 +91,58 @@ class Collator:
             "answer_ids": answer_ids,
             "answer_mask": answer_mask,
         }
-        if examples[0].teacher_ids is not None:
+        if self.teacher_cache is not None:
+            batch.update(self.cached_targets(examples, width))
+        elif examples[0].teacher_ids is not None:
             teacher_ids, teacher_mask = left_pad([e.teacher_ids + e.answer_ids for e in examples], self.pad_id)
             batch["teacher_input_ids"] = teacher_ids
             batch["teacher_attention_mask"] = teacher_mask
         return batch
+
+    def cached_targets(self, examples: list[Example], width: int) -> dict[str, torch.Tensor]:
+        targets = [self.teacher_cache[example.key] for example in examples]
+        top_k = targets[0].token_ids.shape[1]
+        token_ids = torch.zeros((len(examples), width, top_k), dtype=torch.int32)
+        logprobs = torch.zeros((len(examples), width, top_k))
+        tail_mass = torch.zeros((len(examples), width))
+        for row, (example, target) in enumerate(zip(examples, targets)):
+            if target.answer_ids.tolist() != example.answer_ids:
+                raise ValueError(f"teacher cache entry {example.key!r} is for other answer tokens; rebuild the cache")
+            columns = slice(width - len(example.answer_ids), width)
+            token_ids[row, columns], logprobs[row, columns], tail_mass[row, columns] = (
+                target.token_ids, target.logprobs, target.tail_mass)
+        return {"teacher_token_ids": token_ids, "teacher_logprobs": logprobs, "teacher_tail_mass": tail_mass}
+
+
+class LengthGroupedBatches:
+    """Batches of similar length, so short question+answer rows are not padded to long ones.
+
+    Each epoch: shuffle with (seed, epoch), cut into groups of 32 batches, sort each group by
+    length, split into batches, shuffle the batch order. The order depends on (seed, epoch)
+    alone, so a resumed run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_batches: int = 32):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group = batch_size * group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.group):
+            group = sorted(order[start:start + self.group], key=lambda i: self.lengths[i])
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)

@@ -1,8 +1,11 @@
 """The training loop: one LoRA adapter, one method, top to bottom.
 
     pd:  forward KL(teacher || student) at T = train.distill_temperature over the answer tokens;
-         the teacher is the same model with the adapter off and the passage in its prompt.
+         the teacher is the same model with the adapter off and the passage in its prompt,
+         read from the teacher cache (top-k + tail) or recomputed online (train.teacher).
     sft: cross-entropy on the answer tokens.
+
+Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
 Accelerate places the model and data (CPU, one GPU, or DDP with `accelerate launch`). After each
 epoch a checkpoint (adapter, optimizer, scheduler, RNG) is written to OUT/checkpoints/epoch-N;
@@ -17,22 +20,23 @@ import logging
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
 from promptdistill.models import add_lora, answer_logits
-from promptdistill.teacher import online_teacher_logits
-from promptdistill.train.data import Collator, Example
-from promptdistill.train.losses import cross_entropy, forward_kl
+from promptdistill.teacher import TeacherCache, online_teacher_logits
+from promptdistill.train.data import Collator, Example, LengthGroupedBatches
+from promptdistill.train.losses import cross_entropy, forward_kl, top_k_forward_kl
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ def method_loss(method: str, student, batch: dict[str, torch.Tensor], config: Tr
     )[mask]
     if method == "sft":
         return cross_entropy(student_logits, batch["answer_ids"][mask])
+    if method == "pd" and "teacher_token_ids" in batch:
+        return top_k_forward_kl(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
+                                batch["teacher_tail_mass"][mask], config.distill_temperature)
     if method == "pd":
         teacher_logits = online_teacher_logits(student, batch)[mask]
         return forward_kl(teacher_logits, student_logits, config.distill_temperature)
@@ -52,19 +59,19 @@ def method_loss(method: str, student, batch: dict[str, torch.Tensor], config: Tr
 
 
 def train_adapter(model, pad_id: int, examples: list[Example], method: str, config: TrainConfig,
-                  out_dir: Path, seed: int) -> dict:
-    """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics."""
+                  out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None) -> dict:
+    """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
+
+    pd reads its teacher from `teacher_cache` when given, else computes it online.
+    """
     out_dir = Path(out_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps)
     set_seed(seed)
     student = add_lora(model, config)
     student.train()
 
-    sampler = RandomSampler(examples, generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(examples, batch_size=config.batch_size, sampler=sampler, collate_fn=Collator(pad_id))
+    batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed)
+    loader = DataLoader(examples, batch_sampler=batches, collate_fn=Collator(pad_id, teacher_cache))
     optimizer = torch.optim.AdamW(
         [p for p in student.parameters() if p.requires_grad],
         lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -83,6 +90,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: str, conf
 
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
+        epoch_started = time.time()
         total_loss, batches = 0.0, 0
         for batch in tqdm(loader, desc=f"{method} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
@@ -96,7 +104,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: str, conf
                 optimizer.zero_grad()
             total_loss += loss.item()
             batches += 1
-        history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0]})
+        history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0],
+                        "seconds": round(time.time() - epoch_started, 2)})
         log.info("%s epoch %d/%d  loss %.4f", method, epoch + 1, config.epochs, history[-1]["loss"])
         if accelerator.is_main_process:
             save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1)

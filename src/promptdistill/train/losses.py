@@ -25,3 +25,26 @@ def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tempe
 def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of the answer tokens (sft)."""
     return F.cross_entropy(student_logits.float(), targets)
+
+
+def top_k_forward_kl(
+    student_logits: torch.Tensor, teacher_token_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
+    teacher_tail_mass: torch.Tensor, temperature: float,
+) -> torch.Tensor:
+    """Forward KL against a cached teacher: its top-k tokens plus one bucket for the rest.
+
+    The teacher's distribution is known on k tokens (log-probabilities at `temperature`) and as
+    one lump of mass on all others; the student's is compared on the same k tokens and the same
+    lump. When k covers the vocabulary the tail is empty and this equals `forward_kl`.
+    """
+    student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    token_ids = teacher_token_ids.long()
+    student_top = student_logprobs.gather(-1, token_ids)
+    teacher_top = teacher_logprobs.float()
+    on_support = (teacher_top.exp() * (teacher_top - student_top)).sum(dim=-1)
+    # log of the student's mass off the support, exactly, as a logsumexp of the other tokens;
+    # clamped so that an empty tail (mass 0 for both) gives 0 * finite, not 0 * inf.
+    student_tail = student_logprobs.scatter(-1, token_ids, float("-inf")).logsumexp(dim=-1).clamp(min=-100.0)
+    tail_mass = teacher_tail_mass.float()
+    tail = tail_mass * (tail_mass.clamp(min=1e-30).log() - student_tail)
+    return (on_support + tail).mean()
