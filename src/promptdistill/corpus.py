@@ -54,7 +54,7 @@ def read_documents(source: Path) -> list[Document]:
         files = sorted(p for p in source.rglob("*") if p.suffix in DOCUMENT_SUFFIXES and p.is_file())
         if not files:
             raise UserError(f"{source}: folder has no .txt or .md documents")
-        documents = [Document(id=_document_id(path, source), text=_read_text(path)) for path in files]
+        documents = [Document(id=_document_id(path, source), text=read_text_file(path)) for path in files]
     else:
         documents = []
         for number, record in read_numbered_jsonl(source, required=("id", "text")):
@@ -78,7 +78,7 @@ def _document_id(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
