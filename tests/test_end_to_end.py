@@ -37,18 +37,18 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(out),
             "--set", "synth.questions_per_passage=3", "--set", "synth.max_attempts=2",
-            "--set", "train.epochs=1", "--set", "eval.max_answer_tokens=32"]
+            "--set", "train.epochs=1", "--set", "train.uft_epochs=1", "--set", "eval.max_answer_tokens=32"]
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 0
     table = capsys.readouterr().out
-    assert [line.split()[0] for line in table.splitlines()[1:5]] == ["base", "sft", "pd", "open-book"]
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["base", "uft", "sft", "pd", "rag", "pd+rag", "open-book"]
 
     questions = read_jsonl(out / "questions.jsonl")
     assert questions and all(q["question"].endswith("?") for q in questions)
     assert {q["passage_id"] for q in questions} <= {f"{name}#0" for name in DOCS}
-    for method in ("pd", "sft"):
+    for method in ("uft", "pd", "sft"):
         assert (out / "adapters" / method / "adapter" / "adapter_model.safetensors").is_file()
         assert (out / "adapters" / method / "checkpoints" / "epoch-1").is_dir()
     report = json.loads((out / "report.json").read_text())
@@ -56,6 +56,8 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
     # The teacher reads the passage: the built-in model answers most of these open-book.
     assert report["methods"]["open-book"]["contains"] >= 50
     assert not list(out.rglob("*.partial"))
+    assert report["methods"]["rag"]["recall_at_k"] == 100  # 7 retrieved of 2 passages: always found
+    assert (out / "teacher" / "index.json").is_file()
 
     # A second run finds every stage done and rewrites only the report.
     monkeypatch.setattr(sys, "argv", args)

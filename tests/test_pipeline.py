@@ -45,7 +45,7 @@ def test_stages_skip_when_unchanged_and_redo_when_settings_change(run, monkeypat
     pipeline.evaluate(run, config, "pd")
     pipeline.evaluate(run, config, "base")
     table = pipeline.report(run, resolve_config(None, [f"model.name={config.model.name}", "methods=base,pd"]))
-    assert table.splitlines()[1].startswith("base") and table.splitlines()[2].startswith("pd")
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["base", "pd"]
     assert {"report.md", "report.json"} <= {p.name for p in run.path.iterdir()}
     assert (run.path / "plots" / "accuracy.png").stat().st_size > 0
     assert read_jsonl(run.eval("pd"))[0].keys() >= {"question", "answers", "reply", "contains", "em", "f1"}
@@ -73,3 +73,41 @@ def test_evaluate_a_trained_method_before_training_names_the_fix(run):
 
     with pytest.raises(UserError, match="no trained adapter"):
         pipeline.evaluate(run, config, "sft")
+
+
+def test_uft_examples_mask_nothing_but_padding(run):
+    from promptdistill.models import load_tokenizer
+    from promptdistill.train.data import Collator
+
+    run, config = run
+    tokenizer = load_tokenizer(config.model)
+    examples = pipeline.training_examples(run, tokenizer, "uft")
+    batch = Collator(tokenizer.pad_token_id)(examples)
+    for row, passage in enumerate(run.load_passages()):
+        tokens = tokenizer(passage.text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        real = batch["student_attention_mask"][row].bool()
+        # Every real token but the first is a target; padding is not.
+        assert batch["student_input_ids"][row][real].tolist() == tokens
+        assert batch["answer_mask"][row].sum().item() == len(tokens) - 1
+        assert batch["answer_ids"][row][batch["answer_mask"][row]].tolist() == tokens[1:]
+    assert not batch["answer_mask"].all()  # the shorter passage has padding, left out
+
+
+def test_rag_prompts_carry_exactly_k_retrieved_passages(run, monkeypatch):
+    from promptdistill import evaluate as evaluate_module
+
+    run, config = run
+    config = resolve_config(None, [f"model.name={config.model.name}", "eval.rag_k=1", "eval.max_answer_tokens=2"])
+    seen = {}
+    real = evaluate_module.answer_test_questions
+
+    def spy(backend, tokenizer, tests, contexts, *args):
+        seen["contexts"] = contexts
+        return real(backend, tokenizer, tests, contexts, *args)
+
+    monkeypatch.setattr(pipeline, "answer_test_questions", spy)
+    pipeline.evaluate(run, config, "rag")
+    (record,) = read_jsonl(run.eval("rag"))
+    assert record["retrieved"] == ["town#0"]  # the passage that names velmora's founder
+    assert seen["contexts"] == [run.load_passages()[0].text]
+    assert record["retrieval_hit"] is True

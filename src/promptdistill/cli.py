@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from promptdistill.config import TRAINED_METHODS, resolve_config
+from promptdistill.config import ANSWERED_METHODS, resolve_config
 from promptdistill.errors import UserError
 
 app = typer.Typer(
@@ -72,7 +72,7 @@ def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], meth
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="run directory"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,sft,pd,open-book"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)"),
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -88,7 +88,7 @@ def run(
     test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),
     out: Path = typer.Option(..., help="run directory (created; rerun to resume)"),
     model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,sft,pd,open-book"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)"),
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -146,7 +146,7 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, [m for m in run_config.methods if m in TRAINED_METHODS]):
+    for chosen in _chosen(method, [m for m in pipeline.adapters_needed(run_config) if m in ANSWERED_METHODS]):
         pipeline.answers(run, run_config, chosen)
 
 
@@ -165,19 +165,21 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, [m for m in run_config.methods if m in TRAINED_METHODS]):
+    for chosen in _chosen(method, pipeline.adapters_needed(run_config)):
         pipeline.train(run, run_config, chosen)
 
 
 @app.command()
 def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
              overrides: list[str] = SetOption) -> None:
-    """Answer the test questions with each method and grade the replies."""
+    """Answer the test questions with each method and grade them (and ask the judge, if set)."""
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
     for chosen in _chosen(method, run_config.methods):
         pipeline.evaluate(run, run_config, chosen)
+        if run_config.eval.judge:
+            pipeline.judge(run, run_config, chosen)
 
 
 @app.command()

@@ -23,8 +23,11 @@ import yaml
 
 from promptdistill.errors import UserError
 
-METHODS = ("base", "sft", "pd", "open-book")  # order of the report's rows
-TRAINED_METHODS = ("sft", "pd")
+METHODS = ("base", "uft", "sft", "pd", "rag", "pd+rag", "open-book")  # the report's rows, in order
+TRAINED_METHODS = ("uft", "sft", "pd")  # each trains its own LoRA adapter
+ANSWERED_METHODS = ("sft", "pd")  # trained on the expert's answers to its own questions
+RAG_METHODS = ("rag", "pd+rag")
+METHOD_ALIASES = {"oracle": "open-book"}  # the paper's name for the base model with the gold passage
 
 
 @dataclass
@@ -103,11 +106,13 @@ class TrainConfig:
                           "online: full-vocabulary teacher at every step (the paper's way)"},
     )
     teacher_top_k: int = field(default=20, metadata={"help": "tokens kept per position in the teacher cache"})
+    uft_epochs: int = field(default=3, metadata={"help": "epochs of uft, next-token training on the passages (paper: 3)"})
 
     def __post_init__(self):
         _check_choice("train.teacher", self.teacher, ("cached", "online"))
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
-                     "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k"):
+                     "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k",
+                     "uft_epochs"):
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -121,10 +126,27 @@ class TrainConfig:
 class EvalConfig:
     max_answer_tokens: int = field(default=48, metadata={"help": "length cap of a test answer"})
     batch_size: int = field(default=16, metadata={"help": "test questions per generation batch"})
+    retriever: str = field(default="bm25", metadata={"help": "rag retriever: bm25 or dense"})
+    rag_k: int = field(default=7, metadata={"help": "passages retrieved into the rag prompt (paper: 7)"})
+    dense_model: str = field(
+        default="all-minilm-l6-v2",
+        metadata={"help": "sentence-transformers model of the dense retriever (built in: all-minilm-l6-v2)"},
+    )
+    judge: str = field(
+        default="", metadata={"help": "LLM judge: a model name as for --model, or the model at judge_url; "
+                                      "empty: lexical grades only"})
+    judge_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint for the judge"})
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the judge endpoint's key"})
+    judge_max_tokens: int = field(default=256, metadata={"help": "length cap of the judge's reasoning"})
+    bootstrap_resamples: int = field(default=10_000, metadata={"help": "resamples of the 95% intervals"})
 
     def __post_init__(self):
-        _check_positive("eval.max_answer_tokens", self.max_answer_tokens)
-        _check_positive("eval.batch_size", self.batch_size)
+        _check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
+        for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples"):
+            _check_positive(f"eval.{name}", getattr(self, name))
+        if self.judge_url and not self.judge:
+            raise UserError("eval.judge_url needs eval.judge, the model name to ask the endpoint for")
 
 
 @dataclass
@@ -138,8 +160,9 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self.methods = [METHOD_ALIASES.get(method, method) for method in self.methods]
         for method in self.methods:
-            _check_choice("methods", method, METHODS)
+            _check_choice("methods", method, METHODS + tuple(METHOD_ALIASES))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,9 @@
 """Answer the test questions and grade the answers.
 
-Closed-book (base, sft, pd): the question alone, in the student's prompt. Open-book: the base
-model with the gold passage(s) of the question's document, in the teacher's prompt: the ceiling
-that distillation aims for. Answers are greedy, so grades do not depend on a sampling seed.
+Closed-book (base, uft, sft, pd): the question alone, in the student's prompt. With a context
+(open-book: the gold passages of the question's document, the ceiling that distillation aims
+for; rag and pd+rag: the retrieved passages), the context goes before the question as in the
+teacher's prompt. Answers are greedy, so grades do not depend on a sampling seed.
 
 Grades use SQuAD's normalisation (lower case, no punctuation, no articles, single spaces):
   contains: some accepted answer appears in the reply as a whole run of words;
@@ -64,14 +65,14 @@ def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
 
 
 def answer_test_questions(
-    backend: Backend, tokenizer, questions: list[TestQuestion], passages: list[Passage] | None,
+    backend: Backend, tokenizer, questions: list[TestQuestion], contexts: list[str] | None,
     max_new_tokens: int, batch_size: int, description: str,
 ) -> list[str]:
-    """Greedy replies; open-book when `passages` is given, closed-book otherwise."""
-    if passages is None:
+    """Greedy replies; each with its context (one per question) when given, closed-book otherwise."""
+    if contexts is None:
         texts = [student_prompt(q.question) for q in questions]
     else:
-        texts = [teacher_prompt(gold_context(q, passages), q.question) for q in questions]
+        texts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
     prompts = [chat_prompt(tokenizer, text) for text in texts]
     return generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
                         batch_size=batch_size, description=description)

@@ -6,7 +6,8 @@
                in temperature)
     teacher    answers/pd -> teacher/ (top-k teacher targets, when train.teacher is cached)
     train      answers -> adapters/METHOD/adapter (LoRA, checkpoints per epoch)
-    evaluate   test questions -> eval/METHOD.jsonl (replies and grades)
+    evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first)
+    judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (the LLM judge, when eval.judge is set)
     report     eval -> report.md, report.json, plots/accuracy.png
 
 A stage's manifest key hashes its settings and the contents of its inputs, so a finished stage
@@ -15,6 +16,7 @@ is skipped and a stage whose inputs changed is redone, along with everything aft
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -22,10 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from promptdistill.config import TRAINED_METHODS, RunConfig, load_run_config
+from promptdistill.config import ANSWERED_METHODS, RAG_METHODS, TRAINED_METHODS, RunConfig, load_run_config
 from promptdistill.corpus import Passage, TestQuestion, read_documents, read_test_questions, split_passages
 from promptdistill.errors import UserError
-from promptdistill.evaluate import answer_test_questions, grade_all, summarise
+from promptdistill.evaluate import answer_test_questions, gold_context, grade_all, summarise
 from promptdistill.generation import TransformersBackend
 from promptdistill.models import load_adapter, load_model, load_tokenizer, resolve_model_source
 from promptdistill.prompts import student_prompt, teacher_prompt
@@ -64,6 +66,9 @@ class RunDir:
 
     def eval(self, method: str) -> Path:
         return self.path / "eval" / f"{method}.jsonl"
+
+    def judged(self, method: str) -> Path:
+        return self.path / "eval" / f"{method}.judge.jsonl"
 
     def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         if not self.config.is_file():
@@ -167,6 +172,8 @@ def answers(run: RunDir, config: RunConfig, method: str) -> None:
 
 
 def training_examples(run: RunDir, tokenizer, method: str) -> list[Example]:
+    if method == "uft":
+        return passage_examples(run, tokenizer)
     passages = {passage.id: passage for passage in run.load_passages()}
     questions_by_id = {record["id"]: record for record in read_jsonl(run.questions)}
     examples = []
@@ -181,6 +188,15 @@ def training_examples(run: RunDir, tokenizer, method: str) -> list[Example]:
             prefix, suffix = encode_teacher_prompt(tokenizer, passages[question["passage_id"]].text, question["question"])
             example.teacher_ids, example.teacher_prefix_length = prefix + suffix, len(prefix)
         examples.append(example)
+    return examples
+
+
+def passage_examples(run: RunDir, tokenizer) -> list[Example]:
+    """uft: next-token training on the raw passages; every token after the first is a target."""
+    examples = []
+    for passage in run.load_passages():
+        tokens = tokenizer(passage.text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        examples.append(Example(key=passage.id, student_ids=tokens[:1], answer_ids=tokens[1:]))
     return examples
 
 
@@ -217,7 +233,10 @@ def train(run: RunDir, config: RunConfig, method: str) -> None:
     cached = method == "pd" and config.train.teacher == "cached"
     if cached:
         teacher_cache(run, config)
-    inputs = [run.answers(method), run.questions, run.passages] + ([run.teacher / "index.json"] if cached else [])
+    if method == "uft":
+        inputs = [run.passages]
+    else:
+        inputs = [run.answers(method), run.questions, run.passages] + ([run.teacher / "index.json"] if cached else [])
     stage = Stage(run.path, f"train-{method}", stage_key(
         config.model.name, config.seed, config.section_hash("train"), method, file_digest(*inputs),
     ))
@@ -235,16 +254,31 @@ def train(run: RunDir, config: RunConfig, method: str) -> None:
     examples = training_examples(run, tokenizer, method)
     if not examples:
         raise UserError(f"train {method}: no training answers in {run.answers(method)}")
-    metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, config.train, out_dir, config.seed,
+    train_config = dataclasses.replace(config.train, epochs=config.train.uft_epochs) if method == "uft" else config.train
+    metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
                             teacher_cache=TeacherCache(run.teacher) if cached else None)
     stage.finish({"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}, started)
 
 
+def adapter_of(method: str) -> str | None:
+    """The trained adapter a method answers with: pd+rag is the pd student with retrieval."""
+    return "pd" if method == "pd+rag" else method if method in TRAINED_METHODS else None
+
+
+def build_retriever(config: RunConfig, passages: list[Passage]):
+    from promptdistill.retrieval import BM25Retriever, DenseRetriever
+
+    if config.eval.retriever == "dense":
+        return DenseRetriever(passages, model=config.eval.dense_model)
+    return BM25Retriever(passages)
+
+
 def evaluate(run: RunDir, config: RunConfig, method: str) -> None:
+    """Answer the test questions with one method, grade them, write eval/METHOD.jsonl."""
     inputs = [run.test_questions, run.passages]
     adapter = None
-    if method in TRAINED_METHODS:
-        adapter = run.adapter_dir(method) / "adapter"
+    if adapter_of(method):
+        adapter = run.adapter_dir(adapter_of(method)) / "adapter"
         if not (adapter / "adapter_model.safetensors").is_file():
             raise UserError(f"evaluate {method}: no trained adapter in {adapter}; run `promptdistill train` first")
         inputs.append(adapter / "adapter_model.safetensors")
@@ -255,23 +289,80 @@ def evaluate(run: RunDir, config: RunConfig, method: str) -> None:
         log.info("evaluate %s: done, skipping", method)
         return
     started = time.time()
-    backend = _backend(config, adapter)
     tests = run.load_test_questions()
+    passages = run.load_passages()
+    contexts, retrieved = None, None
+    if method == "open-book":
+        contexts = [gold_context(test, passages) for test in tests]
+    elif method in RAG_METHODS:
+        retriever = build_retriever(config, passages)
+        retrieved = [retriever.search(test.question, config.eval.rag_k) for test in tests]
+        contexts = ["\n\n".join(passage.text for passage in found) for found in retrieved]
+    backend = _backend(config, adapter)
     replies = answer_test_questions(
-        backend, backend.tokenizer, tests, run.load_passages() if method == "open-book" else None,
-        config.eval.max_answer_tokens, config.eval.batch_size, f"evaluating {method}",
+        backend, backend.tokenizer, tests, contexts, config.eval.max_answer_tokens, config.eval.batch_size,
+        f"evaluating {method}",
     )
     records = grade_all(tests, replies)
+    counts = summarise(records)
+    if retrieved is not None:
+        for record, test, found in zip(records, tests, retrieved):
+            record["retrieved"] = [passage.id for passage in found]
+            record["retrieval_hit"] = any(passage.doc_id == test.doc_id for passage in found)
+        counts["recall_at_k"] = 100 * sum(r["retrieval_hit"] for r in records) / len(records)
     write_jsonl(run.eval(method), records)
-    stage.finish(summarise(records), started)
+    stage.finish(counts, started)
+
+
+def judge(run: RunDir, config: RunConfig, method: str) -> None:
+    """The LLM judge's verdict on each reply, in eval/METHOD.judge.jsonl (eval.judge set)."""
+    from promptdistill.judge import OpenAIJudgeBackend, judge_all
+
+    settings = config.eval
+    stage = Stage(run.path, f"judge-{method}", stage_key(
+        settings.judge, settings.judge_url, settings.judge_max_tokens, file_digest(run.eval(method)),
+    ))
+    if stage.done():
+        log.info("judge %s: done, skipping", method)
+        return
+    started = time.time()
+    records = read_jsonl(run.eval(method))
+    if settings.judge_url:
+        backend, tokenizer = OpenAIJudgeBackend(settings.judge_url, settings.judge, settings.judge_api_key_env), None
+    else:
+        model, tokenizer = load_model(dataclasses.replace(config.model, name=settings.judge))
+        backend = TransformersBackend(model, tokenizer)
+    partial = PartialFile(run.judged(method), stage.key)
+    verdicts = judge_all(backend, tokenizer, records, max_new_tokens=settings.judge_max_tokens,
+                         batch_size=settings.batch_size, partial=partial)
+    write_jsonl(run.judged(method), [{"id": r["id"], "judge": v} for r, v in zip(records, verdicts)])
+    partial.remove()
+    stage.finish({"judged": len(verdicts), "unparseable": sum(v is None for v in verdicts)}, started)
+
+
+def method_results(run: RunDir, config: RunConfig, method: str) -> dict:
+    """A method's scores for the report: metric means, a 95% interval, judge and retrieval."""
+    from promptdistill.judge import agreement
+    from promptdistill.stats import bootstrap_interval
+
+    if not run.eval(method).is_file():
+        raise UserError(f"report: {run.eval(method)} is missing; run `promptdistill evaluate` first")
+    records = read_jsonl(run.eval(method))
+    result: dict = summarise(records)
+    low, high = bootstrap_interval([r["contains"] for r in records], resamples=config.eval.bootstrap_resamples,
+                                   seed=config.seed)
+    result["contains_interval"] = [100 * low, 100 * high]
+    if "retrieval_hit" in records[0]:
+        result["recall_at_k"] = 100 * sum(r["retrieval_hit"] for r in records) / len(records)
+    if config.eval.judge and run.judged(method).is_file():
+        verdicts = [entry["judge"] for entry in read_jsonl(run.judged(method))]
+        result["judge"] = 100 * sum(v is True for v in verdicts) / len(verdicts)
+        result["judge_agreement"] = agreement(verdicts, [r["contains"] for r in records])
+    return result
 
 
 def report(run: RunDir, config: RunConfig) -> str:
-    summaries = {}
-    for method in config.methods:
-        if not run.eval(method).is_file():
-            raise UserError(f"report: {run.eval(method)} is missing; run `promptdistill evaluate` first")
-        summaries[method] = summarise(read_jsonl(run.eval(method)))
+    results = {method: method_results(run, config, method) for method in config.methods}
     passages = run.load_passages()
     counts = {
         "test_questions": len(run.load_test_questions()),
@@ -279,18 +370,26 @@ def report(run: RunDir, config: RunConfig) -> str:
         "passages": len(passages),
         "questions": len(read_jsonl(run.questions)) if run.questions.is_file() else 0,
     }
-    return write_report(run.path, summaries, config.to_dict(), counts)
+    return write_report(run.path, results, config.to_dict(), counts)
+
+
+def adapters_needed(config: RunConfig) -> list[str]:
+    """The adapters the chosen methods answer with, in training order."""
+    return [method for method in TRAINED_METHODS if method in {adapter_of(m) for m in config.methods}]
 
 
 def run_all(run: RunDir, config: RunConfig) -> str:
     """Every stage the chosen methods need, in order; finished ones are skipped."""
-    trained = [method for method in config.methods if method in TRAINED_METHODS]
-    if trained:
+    trained = adapters_needed(config)
+    answered = [method for method in trained if method in ANSWERED_METHODS]
+    if answered:
         questions(run, config)
-    for method in trained:
+    for method in answered:
         answers(run, config, method)
     for method in trained:
         train(run, config, method)
     for method in config.methods:
         evaluate(run, config, method)
+        if config.eval.judge:
+            judge(run, config, method)
     return report(run, config)

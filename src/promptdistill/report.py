@@ -1,68 +1,115 @@
-"""The run report: a methods x metrics table (report.md, report.json) and a bar chart."""
+"""The run report, in the paper's layout: methods as rows, accuracy by each grader as columns.
+
+report.md and report.json hold the table, the number of test questions and the run's settings;
+plots/accuracy.png has one bar per method with its 95% bootstrap interval over questions.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from promptdistill.evaluate import METRICS
 from promptdistill.rundir import write_atomic
 
 NOTES = {
     "base": "the model closed-book, no training",
+    "uft": "closed-book after next-token training on the passages",
     "sft": "closed-book after cross-entropy on the expert's answers",
     "pd": "closed-book after prompt distillation",
+    "rag": "the base model with retrieved passages",
+    "pd+rag": "the pd student with retrieved passages",
     "open-book": "the teacher, passage in prompt: the ceiling",
 }
 
 
-def table_rows(summaries: dict[str, dict[str, float]]) -> list[str]:
+def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
+    """(key, heading) of the columns this run has: judge and recall only where measured."""
+    columns = [("contains", "contains"), ("contains_interval", "95% interval"), ("em", "EM"), ("f1", "F1")]
+    if any("judge" in result for result in results.values()):
+        columns.append(("judge", "judge"))
+    if any("recall_at_k" in result for result in results.values()):
+        columns.append(("recall_at_k", "recall@k"))
+    return columns
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return f"{value[0]:.0f}-{value[1]:.0f}"
+    return f"{value:.1f}"
+
+
+def table_rows(results: dict[str, dict]) -> list[str]:
     """Plain-text rows, the same in the terminal and in report.md."""
-    lines = [f"{'method':<11} closed-book accuracy (contains / EM / F1)"]
-    for method, summary in summaries.items():
-        scores = " / ".join(f"{summary[metric]:5.1f}" for metric in METRICS)
-        lines.append(f"{method:<11} {scores}   ({NOTES.get(method, '')})")
+    columns = _columns(results)
+    header = f"{'method':<10} " + " ".join(f"{heading:>12}" for _, heading in columns)
+    lines = ["closed-book accuracy, % of test questions", header]
+    for method, result in results.items():
+        cells = " ".join(f"{_cell(result.get(key)):>12}" for key, _ in columns)
+        lines.append(f"{method:<10} {cells}   {NOTES.get(method, '')}")
     return lines
 
 
-def write_report(run_dir: Path, summaries: dict[str, dict[str, float]], settings: dict, counts: dict) -> str:
+def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text."""
-    table = "\n".join(table_rows(summaries))
-    report = {"methods": summaries, "counts": counts, "settings": settings}
-    write_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    plot_path = run_dir / "plots" / "accuracy.png"
-    plot_accuracy(summaries, plot_path)
+    table = "\n".join(table_rows(results))
+    write_atomic(run_dir / "report.json",
+                 json.dumps({"methods": results, "counts": counts, "settings": settings}, indent=2) + "\n")
+    plot_accuracy(results, run_dir / "plots" / "accuracy.png")
+    columns = _columns(results)
+    graders = "contains: some accepted answer appears in the reply as whole words; EM: exact match; " \
+              "F1: token F1 (SQuAD normalisation); 95% interval: bootstrap over questions, for contains"
+    if any("judge" in result for result in results.values()):
+        graders += f"; judge: the LLM judge `{settings['eval']['judge']}` said correct"
+    else:
+        graders += "; no LLM judge was configured (eval.judge), so lexical grades stand alone"
+    if any("recall_at_k" in result for result in results.values()):
+        graders += f"; recall@k: the gold document among the {settings['eval']['rag_k']} passages retrieved " \
+                   f"by {settings['eval']['retriever']}"
     lines = [
         "# promptdistill report", "",
         f"Model: `{settings['model']['name']}`; {counts['test_questions']} test questions over "
         f"{counts['documents']} documents ({counts['passages']} passages); "
-        f"{counts.get('questions', 0)} training questions.", "",
-        "| method | contains | EM | F1 | what |", "|---|---|---|---|---|",
+        f"{counts['questions']} training questions.", "",
+        "| method | " + " | ".join(heading for _, heading in columns) + " | what |",
+        "|---" * (len(columns) + 2) + "|",
     ]
-    for method, summary in summaries.items():
-        lines.append(f"| {method} | {summary['contains']:.1f} | {summary['em']:.1f} | "
-                     f"{summary['f1']:.1f} | {NOTES.get(method, '')} |")
-    lines += ["", "Accuracy in percent. contains: some accepted answer appears in the reply as whole "
-              "words; EM: exact match; F1: token F1 (SQuAD normalisation).", "",
-              "![accuracy](plots/accuracy.png)", "",
+    for method, result in results.items():
+        lines.append(f"| {method} | " + " | ".join(_cell(result.get(key)) for key, _ in columns)
+                     + f" | {NOTES.get(method, '')} |")
+    lines += ["", f"Accuracy in percent. {graders}.", ""]
+    agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
+    if agreements:
+        lines += ["How often the judge and containment agree (over parseable verdicts):", "",
+                  "| method | agree | judge only | contains only | unparseable |", "|---|---|---|---|---|"]
+        for method, counted in agreements.items():
+            rate = "-" if counted["agreement"] is None else f"{100 * counted['agreement']:.0f}%"
+            lines.append(f"| {method} | {rate} | {counted['judge_only']} | {counted['contains_only']} | "
+                         f"{counted['unparseable']} |")
+        lines.append("")
+    lines += ["![accuracy](plots/accuracy.png)", "",
               "Per-question replies and grades: `eval/METHOD.jsonl`. Settings: `config.yaml`.", ""]
     write_atomic(run_dir / "report.md", "\n".join(lines))
     return table
 
 
-def plot_accuracy(summaries: dict[str, dict[str, float]], path: Path) -> None:
+def plot_accuracy(results: dict[str, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(summaries)
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    bars = axis.bar(methods, [summaries[m]["contains"] for m in methods], color="#4c72b0")
-    axis.bar_label(bars, fmt="%.0f")
+    methods = list(results)
+    means = [results[m]["contains"] for m in methods]
+    errors = [[mean - results[m]["contains_interval"][0] for m, mean in zip(methods, means)],
+              [results[m]["contains_interval"][1] - mean for m, mean in zip(methods, means)]]
+    figure, axis = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.8))
+    bars = axis.bar(methods, means, yerr=errors, capsize=4, color="#4c72b0")
+    axis.bar_label(bars, fmt="%.0f", label_type="center", color="white")
     axis.set_ylim(0, 105)
     axis.set_ylabel("accuracy (contains), %")
-    axis.set_title("Closed-book accuracy by method")
+    axis.set_title("Accuracy by method, with 95% bootstrap intervals")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp.png")

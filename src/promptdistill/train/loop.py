@@ -4,6 +4,7 @@
          the teacher is the same model with the adapter off and the passage in its prompt,
          read from the teacher cache (top-k + tail) or recomputed online (train.teacher).
     sft: cross-entropy on the answer tokens.
+    uft: cross-entropy on the passages themselves (every token but the first is an "answer").
 
 Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
@@ -47,7 +48,7 @@ def method_loss(method: str, student, batch: dict[str, torch.Tensor], config: Tr
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
     )[mask]
-    if method == "sft":
+    if method in ("sft", "uft"):
         return cross_entropy(student_logits, batch["answer_ids"][mask])
     if method == "pd" and "teacher_token_ids" in batch:
         return top_k_forward_kl(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
