@@ -97,6 +97,30 @@ def run(
 
 
 @app.command()
+def reproduce(
+    dataset: str = typer.Argument(..., help="squadshifts:SUBSET (new_wiki, nyt, reddit, amazon), paper:SUBSET "
+                                            "(the paper's CSVs, rewritten questions) or hotpotqa"),
+    preset: str = typer.Option("cpu-smoke", help="settings preset: paper (GPUs) or cpu-smoke (2-core CPU)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder with the dataset's files; default: the hub"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/DATASET-PRESET)"),
+    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book"),
+    config: Optional[Path] = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """The paper's experiment on its datasets, with its published numbers beside the run's."""
+    from promptdistill import pipeline
+
+    if model:
+        overrides = [f"model.name={model}", *overrides]
+    run_config = resolve_config(config, [f"dataset.spec={dataset}", *_methods_option(methods), *overrides], preset)
+    out = out or Path("runs") / f"{dataset.replace(':', '-')}-{preset}"
+    run = pipeline.RunDir(out)
+    pipeline.prepare_dataset(run, run_config, data_dir)
+    _finish(pipeline.run_all(run, run_config), out)
+
+
+@app.command()
 def prepare(
     docs: Path = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}"),
     test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),

@@ -3,6 +3,7 @@
 Resolution order, later wins:
   dataclass defaults (the paper's settings)
   -> the model's preset (the built-in model ships one: configs/smollm2-135m.yaml)
+  -> --preset NAME (configs/NAME.yaml: paper, cpu-smoke)
   -> --config FILE.yaml
   -> --set section.field=value, repeatable
 
@@ -150,8 +151,24 @@ class EvalConfig:
 
 
 @dataclass
+class DatasetConfig:
+    """Where `promptdistill reproduce` takes its documents and test questions from."""
+
+    spec: str = field(default="", metadata={"help": "squadshifts:SUBSET, paper:SUBSET or hotpotqa (reproduce)"})
+    limit_questions: int = field(default=1000, metadata={"help": "first N test questions in file order (paper: 1000)"})
+    limit_passages: int = field(
+        default=0, metadata={"help": "keep the first N documents and their test questions; 0 keeps all"})
+
+    def __post_init__(self):
+        _check_positive("dataset.limit_questions", self.limit_questions)
+        if self.limit_passages < 0:
+            raise UserError(f"dataset.limit_passages must be >= 0, got {self.limit_passages}")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -265,18 +282,30 @@ def preset_path(name: str) -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
+def preset_names() -> list[str]:
+    folder = resources.files("promptdistill") / "configs"
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
 def resolve_config(
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
 ) -> RunConfig:
     """Resolve the configuration of a run (see the module docstring for the order)."""
+    named: dict[str, Any] = {}
+    if preset is not None:
+        path = preset_path(preset)
+        if path is None:
+            raise UserError(f"--preset {preset}: no such preset; choose from {', '.join(preset_names())}")
+        named = read_yaml(path)
     user: dict[str, Any] = read_yaml(config_file) if config_file else {}
     for text in overrides:
         user = _merge(user, parse_override(text))
-    model_name = user.get("model", {}).get("name") or ModelConfig.name
+    model_name = user.get("model", {}).get("name") or named.get("model", {}).get("name") or ModelConfig.name
     model_preset = preset_path(str(model_name))
     values = read_yaml(model_preset) if model_preset is not None else {}
-    values = _merge(values, user)
+    values = _merge(_merge(values, named), user)
     return _build(RunConfig, values, "")
 
 

@@ -31,7 +31,7 @@ from promptdistill.evaluate import answer_test_questions, gold_context, grade_al
 from promptdistill.generation import TransformersBackend
 from promptdistill.models import load_adapter, load_model, load_tokenizer, resolve_model_source
 from promptdistill.prompts import student_prompt, teacher_prompt
-from promptdistill.report import write_report
+from promptdistill.report import paper_reference, write_report
 from promptdistill.rundir import PartialFile, Stage, file_digest, read_jsonl, stage_key, write_atomic, write_jsonl
 from promptdistill.synth import answer_questions, write_questions
 from promptdistill.teacher import TeacherCache, TeacherInput, build_teacher_cache
@@ -108,6 +108,26 @@ def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) ->
     stage.finish({"documents": len(documents), "passages": len(passages), "test_questions": len(tests)}, started)
     log.info("prepare: %d documents -> %d passages; %d test questions",
              len(documents), len(passages), len(tests))
+
+
+def prepare_dataset(run: RunDir, config: RunConfig, data_dir: Path | None) -> None:
+    """Read a known dataset (config.dataset), cut it as configured, then `prepare` it.
+
+    The cut documents and test questions are written to RUN_DIR/inputs/ first, so the run
+    directory holds exactly what was trained and tested on.
+    """
+    from promptdistill.datasets import load_dataset_spec
+
+    documents, tests = load_dataset_spec(config.dataset.spec, data_dir, config.dataset.limit_questions)
+    if config.dataset.limit_passages:
+        documents = documents[:config.dataset.limit_passages]
+        kept = {document.id for document in documents}
+        tests = [test for test in tests if test.doc_id in kept]
+    inputs = run.path / "inputs"
+    write_jsonl(inputs / "documents.jsonl", [{"id": d.id, "text": d.text} for d in documents])
+    write_jsonl(inputs / "test_questions.jsonl", [test.to_dict() for test in tests])
+    log.info("dataset %s: %d documents, %d test questions", config.dataset.spec, len(documents), len(tests))
+    prepare(run, config, inputs / "documents.jsonl", inputs / "test_questions.jsonl")
 
 
 def _backend(config: RunConfig, adapter: Path | None = None) -> TransformersBackend:
@@ -370,7 +390,7 @@ def report(run: RunDir, config: RunConfig) -> str:
         "passages": len(passages),
         "questions": len(read_jsonl(run.questions)) if run.questions.is_file() else 0,
     }
-    return write_report(run.path, results, config.to_dict(), counts)
+    return write_report(run.path, results, config.to_dict(), counts, paper_reference(config.dataset.spec))
 
 
 def adapters_needed(config: RunConfig) -> list[str]:

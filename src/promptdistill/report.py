@@ -22,6 +22,24 @@ NOTES = {
 }
 
 
+# The paper's Table 2: Llama-3-8B-Instruct, closed-book accuracy % graded by its LLM judge,
+# on the first 1,000 questions of each SquadShifts subset (Kujanpää et al., TMLR 2025).
+PAPER_TABLE_2 = {
+    "amazon": {"base": 22.1, "uft": 39.5, "sft": 75.9, "pd": 86.1, "rag": 86.3, "pd+rag": 88.5},
+    "new_wiki": {"base": 61.2, "uft": 63.1, "sft": 89.5, "pd": 94.4, "rag": 95.6, "pd+rag": 96.7},
+    "nyt": {"base": 38.2, "uft": 52.6, "sft": 87.5, "pd": 93.6, "rag": 96.3, "pd+rag": 96.9},
+    "reddit": {"base": 20.8, "uft": 30.9, "sft": 69.8, "pd": 79.5, "rag": 78.6, "pd+rag": 77.8},
+}
+PAPER_SOURCE = "Kujanpää et al. 2025, Table 2 (Llama-3-8B-Instruct, LLM judge)"
+
+
+def paper_reference(spec: str) -> dict[str, float] | None:
+    """The paper's numbers for a dataset spec such as squadshifts:nyt or paper:nyt, if it has any."""
+    family, _, rest = spec.partition(":")
+    subset = rest.partition(":")[0]
+    return PAPER_TABLE_2.get(subset) if family in ("squadshifts", "paper") else None
+
+
 def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
     """(key, heading) of the columns this run has: judge and recall only where measured."""
     columns = [("contains", "contains"), ("contains_interval", "95% interval"), ("em", "EM"), ("f1", "F1")]
@@ -29,6 +47,8 @@ def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
         columns.append(("judge", "judge"))
     if any("recall_at_k" in result for result in results.values()):
         columns.append(("recall_at_k", "recall@k"))
+    if any("paper" in result for result in results.values()):
+        columns.append(("paper", "paper"))
     return columns
 
 
@@ -51,8 +71,14 @@ def table_rows(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict) -> str:
-    """Write report.md, report.json and plots/accuracy.png; return the table text."""
+def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
+                 reference: dict[str, float] | None = None) -> str:
+    """Write report.md, report.json and plots/accuracy.png; return the table text.
+
+    `reference`: the paper's published accuracy per method for the same dataset, shown beside.
+    """
+    if reference:
+        results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
     table = "\n".join(table_rows(results))
     write_atomic(run_dir / "report.json",
                  json.dumps({"methods": results, "counts": counts, "settings": settings}, indent=2) + "\n")
@@ -78,6 +104,8 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     for method, result in results.items():
         lines.append(f"| {method} | " + " | ".join(_cell(result.get(key)) for key, _ in columns)
                      + f" | {NOTES.get(method, '')} |")
+    if reference:
+        graders += f"; paper: {PAPER_SOURCE}"
     lines += ["", f"Accuracy in percent. {graders}.", ""]
     agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
     if agreements:
