@@ -166,11 +166,6 @@ def chat_prompt(tokenizer, user_text: str) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def end_of_turn(tokenizer) -> str:
-    """The token that closes the assistant's turn; training answers end with it."""
-    return tokenizer.eos_token
-
-
 def add_lora(model, train: TrainConfig):
     """Wrap `model` in a fresh LoRA adapter on every linear layer (the output layer excluded)."""
     from peft import LoraConfig, get_peft_model

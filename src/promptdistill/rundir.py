@@ -167,9 +167,6 @@ class Stage:
         }
         write_atomic(self.path, json.dumps(manifest, indent=2) + "\n")
 
-    def invalidate(self) -> None:
-        self.path.unlink(missing_ok=True)
-
 
 def stage_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
