@@ -51,3 +51,32 @@ def test_report_puts_the_paper_numbers_beside_the_run(tmp_path):
     assert report["methods"]["base"]["paper"] == 38.2
     assert "Table 2" in (tmp_path / "report.md").read_text()
     assert "no LLM judge was configured" in (tmp_path / "report.md").read_text()
+
+
+def test_rewriting_replaces_questions_and_keeps_the_originals(tmp_path, tiny_model_dir, monkeypatch):
+    write_json(tmp_path / "nyt_v1.0.json", SQUAD)
+    config = resolve_config(None, [f"model.name={tiny_model_dir}", "dataset.spec=squadshifts:nyt",
+                                   "dataset.limit_questions=2", "dataset.rewrite_questions=true"])
+    replies = iter(["When was the town of Velmora founded?", "not a question"])
+    monkeypatch.setattr(pipeline, "generate_all", lambda backend, prompts, *a, **k: [next(replies) for _ in prompts])
+    run = pipeline.RunDir(tmp_path / "run")
+    pipeline.prepare_dataset(run, config, tmp_path)
+    assert [t.question for t in run.load_test_questions()] == [
+        "When was the town of Velmora founded?", "What was founded in 1623?"]  # the second kept
+    pairs = read_jsonl(run.path / "inputs" / "rewritten_questions.jsonl")
+    assert pairs[0]["original"] == "When was Velmora founded?"
+
+    monkeypatch.setattr(pipeline, "generate_all", lambda *a, **k: pytest.fail("rewrote again"))
+    pipeline.prepare_dataset(run, config, tmp_path)  # a rerun reapplies the saved rewrites
+    assert run.load_test_questions()[0].question == "When was the town of Velmora founded?"
+
+
+def test_paper_questions_are_not_rewritten_again(tmp_path, tiny_model_dir, monkeypatch):
+    (tmp_path / "nyt.csv").write_text("When was Velmora founded?;['1623'];Velmora was founded in 1623.\n")
+    (tmp_path / "nyt_filtered.csv").write_text("When was the town of Velmora founded?\n")
+    config = resolve_config(None, [f"model.name={tiny_model_dir}", "dataset.spec=paper:nyt",
+                                   "dataset.rewrite_questions=true"])
+    monkeypatch.setattr(pipeline, "generate_all", lambda *a, **k: pytest.fail("rewrote the paper's rewrites"))
+    run = pipeline.RunDir(tmp_path / "run")
+    pipeline.prepare_dataset(run, config, tmp_path)
+    assert run.load_test_questions()[0].question == "When was the town of Velmora founded?"

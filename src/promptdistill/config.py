@@ -158,6 +158,9 @@ class DatasetConfig:
     limit_questions: int = field(default=1000, metadata={"help": "first N test questions in file order (paper: 1000)"})
     limit_passages: int = field(
         default=0, metadata={"help": "keep the first N documents and their test questions; 0 keeps all"})
+    rewrite_questions: bool = field(
+        default=False, metadata={"help": "rewrite test questions to stand alone with the model and passage "
+                                         "(off for paper:SUBSET, whose questions are already rewritten)"})
 
     def __post_init__(self):
         _check_positive("dataset.limit_questions", self.limit_questions)
@@ -229,6 +232,8 @@ def _coerce(hint, value, path: str):
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str):
         return value

@@ -28,8 +28,8 @@ from promptdistill.config import ANSWERED_METHODS, RAG_METHODS, TRAINED_METHODS,
 from promptdistill.corpus import Passage, TestQuestion, read_documents, read_test_questions, split_passages
 from promptdistill.errors import UserError
 from promptdistill.evaluate import answer_test_questions, gold_context, grade_all, summarise
-from promptdistill.generation import TransformersBackend
-from promptdistill.models import load_adapter, load_model, load_tokenizer, resolve_model_source
+from promptdistill.generation import Sampling, TransformersBackend, generate_all
+from promptdistill.models import chat_prompt, load_adapter, load_model, load_tokenizer, resolve_model_source
 from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.report import paper_reference, write_report
 from promptdistill.rundir import PartialFile, Stage, file_digest, read_jsonl, stage_key, write_atomic, write_jsonl
@@ -126,8 +126,44 @@ def prepare_dataset(run: RunDir, config: RunConfig, data_dir: Path | None) -> No
     inputs = run.path / "inputs"
     write_jsonl(inputs / "documents.jsonl", [{"id": d.id, "text": d.text} for d in documents])
     write_jsonl(inputs / "test_questions.jsonl", [test.to_dict() for test in tests])
+    already_rewritten = config.dataset.spec.startswith("paper:") and not config.dataset.spec.endswith(":original")
+    if config.dataset.rewrite_questions and already_rewritten:
+        log.info("dataset %s carries the paper's rewritten questions: not rewriting them", config.dataset.spec)
+    elif config.dataset.rewrite_questions:
+        rewrite_questions(run, config, documents, inputs / "test_questions.jsonl")
     log.info("dataset %s: %d documents, %d test questions", config.dataset.spec, len(documents), len(tests))
     prepare(run, config, inputs / "documents.jsonl", inputs / "test_questions.jsonl")
+
+
+def rewrite_questions(run: RunDir, config: RunConfig, documents: list, tests_path: Path) -> None:
+    """Rewrite each test question to stand alone (greedy, with its document in the prompt).
+
+    The pairs are kept in inputs/rewritten_questions.jsonl and applied to the test questions
+    file; a reply that is no question keeps the original.
+    """
+    from promptdistill.prompts import rewriting_prompt
+    from promptdistill.synth import clean_question
+
+    rewritten_path = run.path / "inputs" / "rewritten_questions.jsonl"
+    tests = read_jsonl(tests_path)
+    stage = Stage(run.path, "rewrite", stage_key(config.model.name, config.synth.max_question_tokens,
+                                                 file_digest(tests_path)))
+    if stage.done():
+        log.info("rewrite: done, skipping")
+    else:
+        started = time.time()
+        backend = _backend(config)
+        texts = {document.id: document.text for document in documents}
+        prompts = [chat_prompt(backend.tokenizer, rewriting_prompt(texts[t["doc_id"]], t["question"])) for t in tests]
+        replies = generate_all(backend, prompts, Sampling(0.0, config.synth.max_question_tokens), seed=config.seed,
+                               batch_size=config.eval.batch_size, description="rewriting test questions")
+        pairs = [{"id": t["id"], "original": t["question"], "rewritten": clean_question(reply) or t["question"]}
+                 for t, reply in zip(tests, replies)]
+        write_jsonl(rewritten_path, pairs)
+        stage.finish({"questions": len(pairs), "changed": sum(p["rewritten"] != p["original"] for p in pairs)},
+                     started)
+    rewrites = {pair["id"]: pair["rewritten"] for pair in read_jsonl(rewritten_path)}
+    write_jsonl(tests_path, [{**test, "question": rewrites[test["id"]]} for test in tests])
 
 
 def _backend(config: RunConfig, adapter: Path | None = None) -> TransformersBackend:

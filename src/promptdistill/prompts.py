@@ -28,3 +28,11 @@ def teacher_prompt(passage: str, question: str) -> str:
     72% with an added "answer in one short sentence" (docs/sampling.md).
     """
     return f"{passage}\n\n{student_prompt(question)}"
+
+
+def rewriting_prompt(passage: str, question: str) -> str:
+    """Make a test question stand alone ("How old was he?" -> names him), as the paper did
+    before grading closed-book."""
+    return (f"{passage}\n\nRewrite this question about the text above so that it can be understood "
+            f"without the text: name the people, places and things it refers to. "
+            f"Reply with the question only.\nQuestion: {question}")
