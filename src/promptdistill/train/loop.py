@@ -134,7 +134,9 @@ def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir:
     student.save_pretrained(staging)
     torch.save(
         {"epoch": epoch, "history": history, "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()},
+         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+         # LoRA dropout on a GPU draws from the CUDA generators: without them a resumed run differs.
+         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         staging / "training_state.pt",
     )
     shutil.rmtree(target, ignore_errors=True)
@@ -152,4 +154,6 @@ def resume(student, optimizer, scheduler, checkpoint: Path) -> tuple[int, list[d
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["epoch"], state["history"]
