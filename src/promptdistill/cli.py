@@ -35,6 +35,10 @@ ConfigOption = typer.Option(None, "--config", help="YAML file of settings (see c
 SetOption = typer.Option([], "--set", help="override one setting, e.g. --set train.epochs=3")
 RunDirArgument = typer.Argument(..., help="run directory made by `promptdistill run`")
 MethodOption = typer.Option(None, "--method", help="only this method (default: all in the config)")
+DocsOption = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}")
+TestQuestionsOption = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}')
+ModelOption = typer.Option(None, help="built-in name, hub id, local folder or .gguf file")
+MethodsOption = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)")
 
 
 def _setup_logging() -> None:
@@ -72,7 +76,7 @@ def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], meth
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="run directory"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)"),
+    methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -84,11 +88,11 @@ def demo(
 
 @app.command()
 def run(
-    docs: Path = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}"),
-    test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),
+    docs: Path = DocsOption,
+    test_questions: Path = TestQuestionsOption,
     out: Path = typer.Option(..., help="run directory (created; rerun to resume)"),
-    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)"),
+    model: Optional[str] = ModelOption,
+    methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -103,8 +107,8 @@ def reproduce(
     preset: str = typer.Option("cpu-smoke", help="settings preset: paper (GPUs) or cpu-smoke (2-core CPU)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder with the dataset's files; default: the hub"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/DATASET-PRESET)"),
-    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book"),
+    model: Optional[str] = ModelOption,
+    methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
@@ -122,10 +126,10 @@ def reproduce(
 
 @app.command()
 def prepare(
-    docs: Path = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}"),
-    test_questions: Path = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}'),
+    docs: Path = DocsOption,
+    test_questions: Path = TestQuestionsOption,
     out: Path = typer.Option(..., help="run directory"),
-    model: Optional[str] = typer.Option(None, help="built-in name, hub id, local folder or .gguf file"),
+    model: Optional[str] = ModelOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
