@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from promptdistill.config import ANSWERED_METHODS, RAG_METHODS, TRAINED_METHODS, RunConfig, load_run_config
-from promptdistill.corpus import Passage, TestQuestion, read_documents, read_test_questions, split_passages
+from promptdistill.corpus import Document, Passage, TestQuestion, read_documents, read_test_questions, split_passages
 from promptdistill.errors import UserError
 from promptdistill.evaluate import answer_test_questions, gold_context, grade_all, summarise
 from promptdistill.generation import Sampling, TransformersBackend, generate_all
@@ -135,7 +135,7 @@ def prepare_dataset(run: RunDir, config: RunConfig, data_dir: Path | None) -> No
     prepare(run, config, inputs / "documents.jsonl", inputs / "test_questions.jsonl")
 
 
-def rewrite_questions(run: RunDir, config: RunConfig, documents: list, tests_path: Path) -> None:
+def rewrite_questions(run: RunDir, config: RunConfig, documents: list[Document], tests_path: Path) -> None:
     """Rewrite each test question to stand alone (greedy, with its document in the prompt).
 
     The pairs are kept in inputs/rewritten_questions.jsonl and applied to the test questions
