@@ -122,6 +122,11 @@ def _pack(pieces: list[str], count_tokens: Callable[[str], int], max_tokens: int
     return packed
 
 
+def join_passages(passages: list[Passage]) -> str:
+    """Several passages as one context (open-book, rag): blank lines between them."""
+    return "\n\n".join(passage.text for passage in passages)
+
+
 def read_test_questions(path: Path, doc_ids: set[str]) -> list[TestQuestion]:
     """Read {"question", "answers": [...], "doc_id"} lines; every doc_id must be a known document."""
     path = Path(path)

@@ -17,7 +17,7 @@ import re
 import string
 from collections import Counter
 
-from promptdistill.corpus import Passage, TestQuestion
+from promptdistill.corpus import Passage, TestQuestion, join_passages
 from promptdistill.generation import Backend, Sampling, generate_all
 from promptdistill.models import chat_prompt
 from promptdistill.prompts import student_prompt, teacher_prompt
@@ -61,7 +61,7 @@ def grade(reply: str, answers: list[str]) -> dict[str, float]:
 
 def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
     """The passages of the question's document, joined: the open-book context."""
-    return "\n\n".join(passage.text for passage in passages if passage.doc_id == question.doc_id)
+    return join_passages([passage for passage in passages if passage.doc_id == question.doc_id])
 
 
 def answer_test_questions(

@@ -25,7 +25,9 @@ from pathlib import Path
 import yaml
 
 from promptdistill.config import ANSWERED_METHODS, RAG_METHODS, TRAINED_METHODS, RunConfig, load_run_config
-from promptdistill.corpus import Document, Passage, TestQuestion, read_documents, read_test_questions, split_passages
+from promptdistill.corpus import (
+    Document, Passage, TestQuestion, join_passages, read_documents, read_test_questions, split_passages,
+)
 from promptdistill.errors import UserError
 from promptdistill.evaluate import answer_test_questions, gold_context, grade_all, summarise
 from promptdistill.generation import Sampling, TransformersBackend, generate_all
@@ -353,7 +355,7 @@ def evaluate(run: RunDir, config: RunConfig, method: str) -> None:
     elif method in RAG_METHODS:
         retriever = build_retriever(config, passages)
         retrieved = [retriever.search(test.question, config.eval.rag_k) for test in tests]
-        contexts = ["\n\n".join(passage.text for passage in found) for found in retrieved]
+        contexts = [join_passages(found) for found in retrieved]
     backend = _backend(config, adapter)
     replies = answer_test_questions(
         backend, backend.tokenizer, tests, contexts, config.eval.max_answer_tokens, config.eval.batch_size,

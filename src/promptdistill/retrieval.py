@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from promptdistill.corpus import Passage, TestQuestion
+from promptdistill.corpus import Passage, TestQuestion, join_passages
 from promptdistill.errors import UserError
 from promptdistill.prompts import teacher_prompt
 
@@ -130,4 +130,4 @@ def rag_prompt(passages: list[Passage], question: str) -> str:
     """The teacher's prompt with the retrieved passages, best first, as its context."""
     if not passages:
         raise ValueError("a RAG prompt needs at least one passage")
-    return teacher_prompt("\n\n".join(p.text for p in passages), question)
+    return teacher_prompt(join_passages(passages), question)
