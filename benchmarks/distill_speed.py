@@ -34,14 +34,16 @@ INPUTS = ("config.yaml", "passages.jsonl", "test_questions.jsonl", "questions.js
 def run_variant(run: Path, variant: str, epochs: int, top_k: int) -> dict:
     """Train and evaluate one variant in this process; return its measurements."""
     from promptdistill import pipeline
-    from promptdistill.rundir import read_jsonl
+    from promptdistill.files import read_jsonl
+    from promptdistill.methods import METHODS
+    from promptdistill.rundir import RunDir
 
     method, teacher = VARIANTS[variant]
-    run_dir = pipeline.RunDir(run)
+    run_dir = RunDir(run)
     config = run_dir.load_config([f"train.epochs={epochs}", f"train.teacher={teacher}",
                                   f"train.teacher_top_k={top_k}", f"methods=base,{method}"])
-    pipeline.train(run_dir, config, method)
-    pipeline.evaluate(run_dir, config, method)
+    pipeline.train(run_dir, config, METHODS[method])
+    pipeline.evaluate(run_dir, config, METHODS[method])
     history = json.loads((run_dir.adapter_dir(method) / "metrics.json").read_text())["epochs"]
     teacher_manifest = run / "manifests" / "teacher.json"
     cache_seconds = json.loads(teacher_manifest.read_text())["seconds"] if teacher_manifest.exists() else 0.0

@@ -25,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from promptdistill.config import TrainConfig
 from promptdistill.teacher import TeacherCache, TeacherInput, build_teacher_cache
 from promptdistill.train.data import Example
+from promptdistill.methods import METHODS
 from promptdistill.train.loop import train_adapter
 
 
@@ -87,7 +88,7 @@ def main() -> None:
                                        ("pd-cached", "pd", TeacherCache(cache_dir))):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            metrics = train_adapter(fresh_model(), 0, examples, method, train_config,
+            metrics = train_adapter(fresh_model(), 0, examples, METHODS[method], train_config,
                                     Path(scratch) / variant, seed=0, teacher_cache=cache)
             rows.append({"variant": variant, "epoch_seconds": metrics["epochs"][-1]["seconds"],
                          "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None})

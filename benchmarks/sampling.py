@@ -21,10 +21,9 @@ from pathlib import Path
 from promptdistill.config import ModelConfig
 from promptdistill.corpus import read_documents
 from promptdistill.evaluate import grade
-from promptdistill.generation import Sampling, TransformersBackend, generate_all
-from promptdistill.models import chat_prompt, load_model
+from promptdistill.generation import Sampling, generate_all, make_backend
 from promptdistill.prompts import question_writing_prompt, teacher_prompt
-from promptdistill.rundir import read_jsonl
+from promptdistill.files import read_jsonl
 from promptdistill.synth import clean_question, content_words
 
 SETTINGS = [(0.25, 1.0), (0.7, 0.9), (1.0, 0.9), (1.0, 1.0), (1.5, 1.0), (1.5, 0.9)]
@@ -42,12 +41,11 @@ def main() -> None:
     documents = read_documents(demo / "docs")
     texts = {document.id: document.text for document in documents}
     tests = read_jsonl(demo / "test_questions.jsonl")
-    model, tokenizer = load_model(ModelConfig(name=args.model))
-    backend = TransformersBackend(model, tokenizer)
+    backend = make_backend(ModelConfig(name=args.model))
 
     question_jobs = [document for document in documents for _ in range(QUESTIONS_PER_DOCUMENT)]
-    question_prompts = [chat_prompt(tokenizer, question_writing_prompt(d.text)) for d in question_jobs]
-    answer_prompts = [chat_prompt(tokenizer, teacher_prompt(texts[t["doc_id"]], t["question"])) for t in tests]
+    question_prompts = [question_writing_prompt(d.text) for d in question_jobs]
+    answer_prompts = [teacher_prompt(texts[t["doc_id"]], t["question"]) for t in tests]
     rows = []
     for temperature, top_p in SETTINGS:
         started = time.time()

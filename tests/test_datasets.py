@@ -125,7 +125,7 @@ def test_squadshifts_bad_sources(tmp_path):
         read_squadshifts("new_wiki", tmp_path)
     with pytest.raises(UserError, match=r"missing\.json: no such file or folder"):
         read_squadshifts("nyt", tmp_path / "missing.json")
-    with pytest.raises(UserError, match=r"unknown SquadShifts subset 'wiki': expected one of new_wiki, nyt"):
+    with pytest.raises(UserError, match=r"SquadShifts subset: unknown value 'wiki'; choose from new_wiki, nyt"):
         read_squadshifts("wiki", tmp_path)
     with pytest.raises(UserError, match="limit must be a positive number"):
         read_squadshifts("nyt", tmp_path, limit=0)
@@ -185,7 +185,7 @@ def test_paper_csv_errors_name_file_and_line(tmp_path):
     folder = write_paper(tmp_path / "d", rewrites=REWRITES[:1])
     with pytest.raises(UserError, match=r"nyt_filtered\.csv: 1 questions for the 3 rows"):
         read_paper_eval("nyt", folder)
-    with pytest.raises(UserError, match="unknown paper evaluation subset 'hotpotqa'"):
+    with pytest.raises(UserError, match="paper evaluation subset: unknown value 'hotpotqa'; choose from nyt"):
         read_paper_eval("hotpotqa", folder)
     with pytest.raises(UserError, match=r"no reddit\.csv in this folder"):
         read_paper_eval("reddit", folder)
@@ -267,7 +267,7 @@ def test_unknown_specs_and_paper_without_a_folder():
             load_dataset_spec(spec, Path("."))
     with pytest.raises(UserError, match="the paper's CSVs are local files"):
         load_dataset_spec("paper:nyt", None)
-    with pytest.raises(UserError, match="unknown SquadShifts subset ''"):
+    with pytest.raises(UserError, match="SquadShifts subset: unknown value ''"):
         load_dataset_spec("squadshifts", Path("."))
 
 

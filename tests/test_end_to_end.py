@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from promptdistill import cli
-from promptdistill.rundir import read_jsonl
+from promptdistill.files import read_jsonl
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,11 +53,25 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
         assert (out / "adapters" / method / "checkpoints" / "epoch-1").is_dir()
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["test_questions"] == 10
-    # The teacher reads the passage: the built-in model answers most of these open-book.
-    assert report["methods"]["open-book"]["contains"] >= 50
-    assert not list(out.rglob("*.partial"))
-    assert report["methods"]["rag"]["recall_at_k"] == 100  # 7 retrieved of 2 passages: always found
-    assert (out / "teacher" / "index.json").is_file()
+    # The teacher reads the passage: the built-in model answers most of these open-book, and
+    # almost none closed-book. A pipeline that lost the context on the way would not show this.
+    methods = report["methods"]
+    assert methods["open-book"]["contains"] >= 50
+    assert methods["open-book"]["contains"] - methods["base"]["contains"] >= 30
+    assert not list(out.rglob("*.tmp"))
+
+    # The cached teacher is aligned with the answers it scored: the pd answers were sampled from
+    # this very teacher (T=0.7), so its top token is mostly the token that was sampled. A cache
+    # shifted by one position agrees far less often.
+    from promptdistill.teacher import TeacherCache
+
+    cache = TeacherCache(out / "teacher")
+    agree = total = 0
+    for answer in read_jsonl(out / "answers" / "pd.jsonl"):
+        targets = cache[answer["question_id"]]
+        agree += (targets.token_ids[:, 0].long() == targets.answer_ids).sum().item()
+        total += len(targets.answer_ids)
+    assert agree / total >= 0.6, f"teacher's top-1 matches {agree}/{total} answer tokens"
 
     # A second run finds every stage done and rewrites only the report.
     monkeypatch.setattr(sys, "argv", args)

@@ -1,8 +1,9 @@
+import json
+
 import pytest
 
-from promptdistill.generation import Sampling, TransformersBackend, generate_all
-from promptdistill.models import chat_prompt
-from promptdistill.rundir import PartialFile
+from promptdistill.generation import BatchStore, Sampling, TransformersBackend, generate_all
+from promptdistill.generation.core import plan_batches
 
 PROMPTS = ["who founded velmora ?", "when was the town founded ?", "what is the river ?",
            "how many steps ?", "where is the lighthouse ?"]
@@ -10,11 +11,10 @@ PROMPTS = ["who founded velmora ?", "when was the town founded ?", "what is the 
 
 def test_an_interrupted_generation_resumes_to_the_same_completions(tokenizer, tiny_model, tmp_path, monkeypatch):
     backend = TransformersBackend(tiny_model, tokenizer)
-    prompts = [chat_prompt(tokenizer, text) for text in PROMPTS]
     sampling = Sampling(temperature=1.0, max_new_tokens=6)
-    whole = generate_all(backend, prompts, sampling, seed=3, batch_size=2)
+    whole = generate_all(backend, PROMPTS, sampling, seed=3, batch_size=2)
 
-    partial = PartialFile(tmp_path / "out.jsonl", key="k")
+    store = BatchStore(tmp_path / "batches.jsonl")
     real = backend.generate_batch
     calls = []
 
@@ -26,32 +26,98 @@ def test_an_interrupted_generation_resumes_to_the_same_completions(tokenizer, ti
 
     monkeypatch.setattr(backend, "generate_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        generate_all(backend, prompts, sampling, seed=3, batch_size=2, partial=partial)
-    assert len(partial.load()) == 2  # two finished batches were kept
+        generate_all(backend, PROMPTS, sampling, seed=3, batch_size=2, store=store)
+    assert len(BatchStore(store.path).batches) == 2  # two finished batches were kept on disk
 
     calls.clear()
     monkeypatch.setattr(backend, "generate_batch", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    resumed = generate_all(backend, prompts, sampling, seed=3, batch_size=2, partial=partial)
+    resumed = generate_all(backend, PROMPTS, sampling, seed=3, batch_size=2, store=BatchStore(store.path))
     assert resumed == whole
     assert len(calls) == 1  # only the unfinished batch was generated again
     assert any(text for text in whole)
 
 
-def test_partial_file_of_other_settings_or_torn_line_is_not_reused(tmp_path):
-    partial = PartialFile(tmp_path / "out.jsonl", key="a")
-    partial.resume()
-    partial.append(0, [{"text": "x"}])
-    with open(partial.path, "a") as file:
-        file.write('{"batch": 1, "rec')  # killed mid-write
-    assert partial.resume() == {0: [{"text": "x"}]}
-    partial.append(1, [{"text": "y"}])
-    assert partial.load() == {0: [{"text": "x"}], 1: [{"text": "y"}]}
-    assert PartialFile(tmp_path / "out.jsonl", key="b").resume() == {}
+class EchoBackend:
+    """Replies with the prompt and the batch's seed, so a test sees which batch made a reply."""
+
+    identity = "echo"
+
+    def __init__(self):
+        self.batches: list[list[str]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate_batch(self, prompts, sampling, seed):
+        self.batches.append(list(prompts))
+        return [f"{prompt} @{seed}" for prompt in prompts]
+
+
+def test_a_group_is_generated_alike_whatever_the_other_groups_are(tmp_path):
+    """Each passage is a group: editing one passage regenerates its batches and reuses the rest."""
+    sampling = Sampling(1.0, 8)
+    prompts = ["a one", "a two", "a three", "b one", "b two"]
+    groups = ["A", "A", "A", "B", "B"]
+    backend = EchoBackend()
+    with BatchStore(tmp_path / "store.jsonl") as store:
+        first = generate_all(backend, prompts, sampling, seed=1, batch_size=2, store=store, groups=groups)
+    assert all(batch[0].split()[0] == batch[-1].split()[0] for batch in backend.batches)  # never mixed
+
+    edited = ["a one", "a two", "a three", "b ONE", "b two"]
+    backend.batches.clear()
+    with BatchStore(tmp_path / "store.jsonl") as store:
+        second = generate_all(backend, edited, sampling, seed=1, batch_size=2, store=store, groups=groups)
+    assert backend.batches == [["b ONE", "b two"]]  # only group B's batch was generated again
+    assert second[:3] == first[:3]
+    assert second[3] != first[3] and second[3].split("@")[1] == first[3].split("@")[1]  # same seed, new prompt
+
+    # Group A alone gets the same seeds as it did beside B.
+    alone = generate_all(EchoBackend(), prompts[:3], sampling, seed=1, batch_size=2, groups=groups[:3])
+    assert alone == first[:3]
+    # Compacting kept only the batches the last pass used.
+    lines = [json.loads(line) for line in (tmp_path / "store.jsonl").read_text().splitlines()]
+    assert sorted(len(line["replies"]) for line in lines) == [1, 2, 2]
+
+
+def test_a_torn_last_line_is_ignored_and_other_settings_are_not_reused(tmp_path):
+    backend = EchoBackend()
+    store = BatchStore(tmp_path / "store.jsonl")
+    generate_all(backend, ["x"], Sampling(1.0, 8), seed=0, batch_size=1, store=store)
+    with open(store.path, "a") as file:
+        file.write('{"key": "abc", "repl')  # killed mid-write
+    assert len(BatchStore(store.path).batches) == 1
+    backend.batches.clear()
+    generate_all(backend, ["x"], Sampling(0.5, 8), seed=0, batch_size=1, store=BatchStore(store.path))
+    assert backend.batches == [["x"]]  # another temperature: generated again
+    other = EchoBackend()
+    other.identity = "another model"
+    generate_all(other, ["x"], Sampling(1.0, 8), seed=0, batch_size=1, store=BatchStore(store.path))
+    assert other.batches == [["x"]]  # another model: generated again
+
+
+def test_batches_are_shortest_first_within_a_group():
+    backend = EchoBackend()
+    plan = plan_batches(backend, ["a b c", "a", "a b"], batch_size=2, seed=0)
+    assert [indices for indices, _ in plan] == [[1, 2], [0]]
+    assert len({seed for _, seed in plan}) == 2
+
+
+def test_the_local_backend_renders_the_chat_template(tokenizer, tiny_model, monkeypatch):
+    backend = TransformersBackend(tiny_model, tokenizer)
+    seen = []
+    real = tokenizer.__class__.__call__
+
+    def spy(self, text, *args, **kwargs):
+        seen.append(text)
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer.__class__, "__call__", spy)
+    backend.generate_batch(["who founded velmora ?"], Sampling(0.0, 2), seed=0)
+    assert seen[-1] == ["<|im_start|>user who founded velmora ?<|im_end|> <|im_start|>assistant "]
 
 
 def test_greedy_generation_is_deterministic_and_batch_order_is_restored(tokenizer, tiny_model):
     backend = TransformersBackend(tiny_model, tokenizer)
-    prompts = [chat_prompt(tokenizer, text) for text in PROMPTS]
-    together = generate_all(backend, prompts, Sampling(0.0, 5), seed=0, batch_size=5)
-    one_by_one = [generate_all(backend, [prompt], Sampling(0.0, 5), seed=0, batch_size=1)[0] for prompt in prompts]
+    together = generate_all(backend, PROMPTS, Sampling(0.0, 5), seed=0, batch_size=5)
+    one_by_one = [generate_all(backend, [prompt], Sampling(0.0, 5), seed=0, batch_size=1)[0] for prompt in PROMPTS]
     assert together == one_by_one

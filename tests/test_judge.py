@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from promptdistill.errors import UserError
-from promptdistill.generation import Sampling, TransformersBackend
-from promptdistill.judge import OpenAIJudgeBackend, agreement, judge_all, judge_prompt, parse_verdict
+from promptdistill.generation import Sampling, ServerBackend, TransformersBackend
+from promptdistill.judge import agreement, judge_all, judge_prompt, parse_verdict
 
 SECRET = "sk-test-0123456789-secret"
 RECORDS = [
@@ -78,6 +78,7 @@ class ScriptedJudge:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        self.identity = "scripted judge"
         self.samplings: list[Sampling] = []
 
     def count_tokens(self, text: str) -> int:
@@ -88,20 +89,20 @@ class ScriptedJudge:
         return [canned_judgement(prompt) for prompt in prompts]
 
 
-def test_judge_all_wraps_prompts_in_the_chat_template_and_decodes_greedily(tokenizer):
+def test_judge_all_asks_the_judge_prompt_of_each_record_greedily(tokenizer):
     judge = ScriptedJudge(tokenizer)
-    assert judge_all(judge, tokenizer, RECORDS, batch_size=2) == [True, False, None]
+    assert judge_all(judge, RECORDS, batch_size=2) == [True, False, None]
     assert all(s.temperature == 0 for s in judge.samplings)
 
     seen = []
     judge.generate_batch = lambda prompts, sampling, seed: (seen.extend(prompts), ["x"] * len(prompts))[1]
-    judge_all(judge, tokenizer, RECORDS[:1])
-    assert seen[0].startswith("<|im_start|>user ") and seen[0].endswith("<|im_start|>assistant ")
+    judge_all(judge, RECORDS[:1])
+    assert seen == [judge_prompt(RECORDS[0]["question"], RECORDS[0]["answers"], RECORDS[0]["reply"])]
 
 
 def test_judge_all_on_a_real_model_reads_its_unformatted_replies_as_unparseable(tokenizer, tiny_model):
     # The tiny random model's vocabulary has no "verdict": every reply must come back None.
-    verdicts = judge_all(TransformersBackend(tiny_model, tokenizer), tokenizer, RECORDS, max_new_tokens=8)
+    verdicts = judge_all(TransformersBackend(tiny_model, tokenizer), RECORDS, max_new_tokens=8)
     assert verdicts == [None, None, None]
 
 
@@ -162,10 +163,10 @@ def server():
 def test_openai_backend_judges_through_a_chat_completions_server(server, monkeypatch):
     url, requests = server
     monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
-    backend = OpenAIJudgeBackend(url + "/v1/", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
+    backend = ServerBackend(url + "/v1/", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
     assert SECRET not in repr(backend) and SECRET not in str(backend)
 
-    assert judge_all(backend, None, RECORDS, max_new_tokens=64, batch_size=2) == [True, False, None]
+    assert judge_all(backend, RECORDS, max_new_tokens=64, batch_size=2) == [True, False, None]
     assert len(requests) == 3
     for request in requests:
         assert request["path"] == "/v1/chat/completions"
@@ -180,7 +181,7 @@ def test_openai_backend_judges_through_a_chat_completions_server(server, monkeyp
 def test_openai_backend_keeps_the_key_out_of_errors(server, monkeypatch):
     url, _ = server
     monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
-    backend = OpenAIJudgeBackend(url + "/denied/v1", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
+    backend = ServerBackend(url + "/denied/v1", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
     with pytest.raises(RuntimeError) as raised:
         backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
     assert "HTTP 401" in str(raised.value) and SECRET not in str(raised.value)
@@ -191,8 +192,8 @@ def test_openai_backend_needs_its_key_variable_unless_told_none(server, monkeypa
     url, requests = server
     monkeypatch.delenv("PD_TEST_MISSING_KEY", raising=False)
     with pytest.raises(UserError, match="PD_TEST_MISSING_KEY"):
-        OpenAIJudgeBackend(url + "/v1", "judge-model", api_key_env="PD_TEST_MISSING_KEY")
-    keyless = OpenAIJudgeBackend(url + "/v1", "judge-model", api_key_env=None, timeout=10)
+        ServerBackend(url + "/v1", "judge-model", api_key_env="PD_TEST_MISSING_KEY")
+    keyless = ServerBackend(url + "/v1", "judge-model", api_key_env=None, timeout=10)
     assert keyless.generate_batch(["Proposed answer: 1623\n\nGo."], Sampling(0.0, 8), seed=0) == [
         "The proposed answer gives the accepted year.\nVerdict: correct"]
     assert requests[-1]["authorization"] is None

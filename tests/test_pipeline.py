@@ -1,87 +1,230 @@
-"""The run directory on a tiny model: stages write manifests, skip when unchanged, redo when not."""
+"""Stages on a tiny model with a scripted expert: each reruns exactly when what it reads changed."""
 
+import dataclasses
 import json
+import re
 
 import pytest
 
 from promptdistill import pipeline
 from promptdistill.config import resolve_config
-from promptdistill.rundir import read_jsonl, write_jsonl
+from promptdistill.files import path_digest, read_jsonl, write_jsonl
+from promptdistill.methods import METHODS
+from promptdistill.rundir import RunDir, Stage
+
+DOCS = {"town": "velmora was founded in 1623 by tobin quarrel .\n\nthe lighthouse is yellow .\n",
+        "river": "the oskeva river is 96 steps from the bridge .\n"}
+TESTS = [{"question": "who founded velmora ?", "answers": ["tobin quarrel"], "doc_id": "town"},
+         {"question": "what is the river ?", "answers": ["oskeva"], "doc_id": "river"}]
+
+
+class ScriptedExpert:
+    """Stands in for every generation: questions that name their passage's longest word, answers
+    that repeat it, and a record of every prompt it was given."""
+
+    prompts: list[str] = []
+
+    def __init__(self, identity: str):
+        self.identity = identity
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate_batch(self, prompts, sampling, seed):
+        ScriptedExpert.prompts.extend(prompts)
+        replies = []
+        for row, prompt in enumerate(prompts):
+            word = max(prompt.split("\n\n")[0].split(), key=len)
+            if prompt.endswith("Write a question about the text above."):
+                replies.append(f"what is {word} number {seed % 1000} {row} ?")
+            else:
+                replies.append(f"{word} at {sampling.temperature} seed {seed % 1000} .")
+        return replies
+
+
+def scripted_backend(model, adapter=None, server_url="", api_key_env=None):
+    return ScriptedExpert(f"{model.name}|{path_digest(adapter) if adapter else ''}|{server_url}")
 
 
 @pytest.fixture
-def run(tmp_path, tiny_model_dir):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "town.md").write_text("velmora was founded in 1623 by tobin quarrel .\n\nthe lighthouse is yellow .\n")
+def ran(monkeypatch):
+    """The names of the stages that ran (were not skipped), in order."""
+    names = []
+    real = Stage.run
+
+    def recording(self, run, work):
+        did = real(self, run, work)
+        if did:
+            names.append(self.name)
+        return did
+
+    monkeypatch.setattr(Stage, "run", recording)
+    monkeypatch.setattr(pipeline, "make_backend", scripted_backend)
+    ScriptedExpert.prompts = []
+    return names
+
+
+def write_inputs(tmp_path, docs=DOCS):
+    folder = tmp_path / "docs"
+    folder.mkdir(exist_ok=True)
+    for name, text in docs.items():
+        (folder / f"{name}.md").write_text(text)
     tests = tmp_path / "tests.jsonl"
-    tests.write_text(json.dumps({"question": "who founded velmora ?", "answers": ["tobin quarrel"], "doc_id": "town"}) + "\n")
-    config = resolve_config(None, [f"model.name={tiny_model_dir}", "train.epochs=2", "train.batch_size=2",
-                                   "train.learning_rate=0.01", "corpus.passage_tokens=8", "eval.max_answer_tokens=4"])
-    run = pipeline.RunDir(tmp_path / "run")
+    tests.write_text("".join(json.dumps(test) + "\n" for test in TESTS))
+    return folder, tests
+
+
+def settings(model_dir, *more):
+    return resolve_config(None, [f"model.name={model_dir}", "train.epochs=2", "train.uft_epochs=1",
+                                 "train.batch_size=2", "train.learning_rate=0.01", "corpus.passage_tokens=12",
+                                 "synth.questions_per_passage=2", "synth.batch_size=2", "eval.max_answer_tokens=4",
+                                 *more])
+
+
+@pytest.fixture
+def finished(tmp_path, tiny_model_dir, ran):
+    """A run with every method done once; `ran` is emptied afterwards."""
+    docs, tests = write_inputs(tmp_path)
+    run, config = RunDir(tmp_path / "run"), settings(tiny_model_dir)
     pipeline.prepare(run, config, docs, tests)
-    # The expert's output, written by hand: the tiny random model cannot write questions.
-    write_jsonl(run.questions, [{"id": "town#0/q0", "passage_id": "town#0", "question": "who founded velmora ?"},
-                                {"id": "town#1/q0", "passage_id": "town#1", "question": "what is yellow ?"}])
-    for method in ("pd", "sft"):
-        write_jsonl(run.answers(method), [{"question_id": "town#0/q0", "answer": "tobin quarrel", "temperature": 1.0},
-                                          {"question_id": "town#1/q0", "answer": "the lighthouse", "temperature": 1.0}])
+    table = pipeline.run_all(run, config)
+    assert [line.split()[0] for line in table.splitlines()[2:]] == list(METHODS)
+    assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
+                   "train-pd"] + [f"evaluate-{name}" for name in METHODS]
+    ran.clear()
+    ScriptedExpert.prompts = []
     return run, config
 
 
-def test_prepare_writes_passages_and_config(run):
-    run, config = run
-    assert [p.id for p in run.load_passages()] == ["town#0", "town#1"]
-    assert run.load_config() == config
-    assert json.loads((run.path / "manifests" / "prepare.json").read_text())["counts"] == {
-        "documents": 1, "passages": 2, "test_questions": 1}
+def test_an_unchanged_run_skips_every_stage(finished, ran):
+    run, config = finished
+    pipeline.run_all(run, config)
+    assert ran == [] and ScriptedExpert.prompts == []
 
 
-def test_stages_skip_when_unchanged_and_redo_when_settings_change(run, monkeypatch):
-    run, config = run
-    pipeline.train(run, config, "pd")
-    adapter = run.adapter_dir("pd") / "adapter" / "adapter_model.safetensors"
-    first = adapter.read_bytes()
-    pipeline.evaluate(run, config, "pd")
-    pipeline.evaluate(run, config, "base")
-    table = pipeline.report(run, resolve_config(None, [f"model.name={config.model.name}", "methods=base,pd"]))
-    assert [line.split()[0] for line in table.splitlines()[2:]] == ["base", "pd"]
-    assert {"report.md", "report.json"} <= {p.name for p in run.path.iterdir()}
-    assert (run.path / "plots" / "accuracy.png").stat().st_size > 0
-    assert read_jsonl(run.eval("pd"))[0].keys() >= {"question", "answers", "reply", "contains", "em", "f1"}
-
-    def fail(*args, **kwargs):
-        raise AssertionError("a finished stage ran again")
-
-    monkeypatch.setattr("promptdistill.train.loop.train_adapter", fail)
-    monkeypatch.setattr(pipeline, "_backend", fail)
-    pipeline.train(run, config, "pd")
-    pipeline.evaluate(run, config, "pd")
-    monkeypatch.undo()
-
-    longer = resolve_config(None, [f"model.name={config.model.name}", "train.epochs=3", "train.batch_size=2",
-                                   "train.learning_rate=0.01", "corpus.passage_tokens=8", "eval.max_answer_tokens=4"])
-    pipeline.train(run, longer, "pd")
-    assert adapter.read_bytes() != first
-    assert sorted(p.name for p in (run.adapter_dir("pd") / "checkpoints").iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
-    assert json.loads((run.path / "manifests" / "train-pd.json").read_text())["counts"]["examples"] == 2
+def test_distillation_temperature_retrains_pd_only(finished, ran):
+    run, config = finished
+    changed = dataclasses.replace(config, train=dataclasses.replace(config.train, distill_temperature=3.0))
+    pipeline.run_all(run, changed)
+    assert ran == ["teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag"]
 
 
-def test_evaluate_a_trained_method_before_training_names_the_fix(run):
-    run, config = run
+def test_rag_k_reevaluates_the_retrieving_methods_only(finished, ran):
+    run, config = finished
+    pipeline.run_all(run, dataclasses.replace(config, eval=dataclasses.replace(config.eval, rag_k=1)))
+    assert ran == ["evaluate-rag", "evaluate-pd+rag"]
+    assert all(len(record["retrieved"]) == 1 for record in read_jsonl(run.eval("rag")))
+
+
+def test_turning_on_the_judge_grades_again_but_answers_nothing_again(finished, ran):
+    run, config = finished
+    judged = dataclasses.replace(config, eval=dataclasses.replace(config.eval, judge=config.model.name))
+    pipeline.run_all(run, judged)
+    assert ran == [f"judge-{name}" for name in METHODS]
+    assert ScriptedExpert.prompts and all(p.startswith("Decide whether a proposed answer") for p in ScriptedExpert.prompts)
+    assert json.loads((run.path / "report.json").read_text())["methods"]["pd"]["judge"] == 0.0
+
+
+def test_editing_one_document_reruns_its_questions_and_everything_downstream(finished, ran, tmp_path):
+    run, config = finished
+    questions_before = {q["id"]: q for q in read_jsonl(run.questions)}
+    docs, tests = write_inputs(tmp_path, {**DOCS, "river": "the oskeva river is 97 steps from the bridge .\n"})
+    pipeline.prepare(run, config, docs, tests)
+    pipeline.run_all(run, config)
+    assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
+                   "train-pd"] + [f"evaluate-{name}" for name in METHODS]
+    # The expert wrote and answered questions about the edited passage alone (evaluation prompts
+    # aside); the other passages' questions stand.
+    expert = [p for p in ScriptedExpert.prompts if p.endswith("Write a question about the text above.")
+              or re.search(r"number \d+ \d+ \?$", p)]
+    assert len(expert) == 2 + 2 * 2  # two questions written, each answered for sft and pd
+    assert all("97 steps" in prompt for prompt in expert)
+    questions_after = {q["id"]: q for q in read_jsonl(run.questions)}
+    assert questions_after.keys() == questions_before.keys()
+    assert all(questions_after[i] == questions_before[i] for i in questions_before if not i.startswith("river"))
+
+
+def test_a_damaged_output_is_made_again(finished, ran):
+    run, config = finished
+    adapter = run.adapter("pd") / "adapter_model.safetensors"
+    original = adapter.read_bytes()
+    adapter.write_bytes(original[:100])  # truncated
+    pipeline.run_all(run, config)
+    assert ran == ["train-pd"]  # the same settings retrain to the same adapter: evaluation stands
+    assert adapter.read_bytes() == original
+
+
+def test_an_edited_output_is_made_again_and_its_consumers_stand(finished, ran):
+    run, config = finished
+    original = run.answers("sft").read_text()
+    answers = read_jsonl(run.answers("sft"))
+    write_jsonl(run.answers("sft"), [{**answers[0], "answer": "tobin quarrel ."}] + answers[1:])
+    pipeline.run_all(run, config)
+    assert ran == ["answers-sft"] and ScriptedExpert.prompts == []  # remade from its stored batches
+    assert run.answers("sft").read_text() == original
+
+
+def test_new_test_questions_reevaluate_but_train_nothing_again(finished, ran, tmp_path):
+    """Test questions reach evaluation alone: never question writing, answering or training."""
+    run, config = finished
+    docs, tests = write_inputs(tmp_path)
+    tests.write_text(tests.read_text() + json.dumps({"question": "what is yellow ?", "answers": ["lighthouse"],
+                                                     "doc_id": "town"}) + "\n")
+    pipeline.prepare(run, config, docs, tests)
+    pipeline.run_all(run, config)
+    assert ran == ["prepare"] + [f"evaluate-{name}" for name in METHODS]
+    assert json.loads((run.path / "report.json").read_text())["counts"]["test_questions"] == 3
+
+
+def test_pd_and_sft_answers_are_independent_samples_and_each_trains_on_its_own(finished, tiny_model_dir):
+    run, config = finished
+    pd, sft = read_jsonl(run.answers("pd")), read_jsonl(run.answers("sft"))
+    assert [a["question_id"] for a in pd] == [a["question_id"] for a in sft]
+    seeds = lambda answers: [re.search(r"seed (\d+)", a["answer"]).group(1) for a in answers]  # noqa: E731
+    assert not set(seeds(pd)) & set(seeds(sft))  # another seed for every batch
+    from promptdistill.models import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    for name, answers in (("pd", pd), ("sft", sft)):
+        examples = pipeline.training_examples(run, tokenizer, METHODS[name])
+        assert [e.answer_ids[:-1] for e in examples] == [
+            tokenizer(a["answer"], add_special_tokens=False).input_ids for a in answers]
+    assert all(e.teacher_ids for e in pipeline.training_examples(run, tokenizer, METHODS["pd"]))
+    assert all(e.teacher_ids is None for e in pipeline.training_examples(run, tokenizer, METHODS["sft"]))
+
+
+def test_a_stage_command_records_a_set_and_says_so(finished, monkeypatch, capsys):
+    import sys
+
+    from promptdistill import cli
+
+    run, _ = finished
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "evaluate", str(run.path), "--method", "base",
+                                      "--set", "eval.rag_k=2"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    assert "eval.rag_k 7 -> 2" in " ".join(capsys.readouterr().err.split())
+    assert run.load_config().eval.rag_k == 2
+
+
+def test_evaluating_a_trained_method_before_training_names_the_missing_adapter(tmp_path, tiny_model_dir, ran):
     from promptdistill.errors import UserError
 
-    with pytest.raises(UserError, match="no trained adapter"):
-        pipeline.evaluate(run, config, "sft")
+    docs, tests = write_inputs(tmp_path)
+    run, config = RunDir(tmp_path / "run"), settings(tiny_model_dir)
+    pipeline.prepare(run, config, docs, tests)
+    with pytest.raises(UserError, match=r"evaluate-sft: .*adapters/sft/adapter is missing"):
+        pipeline.evaluate(run, config, METHODS["sft"])
 
 
-def test_uft_examples_mask_nothing_but_padding(run):
+def test_uft_examples_mask_nothing_but_padding(finished):
     from promptdistill.models import load_tokenizer
     from promptdistill.train.data import Collator
 
-    run, config = run
+    run, config = finished
     tokenizer = load_tokenizer(config.model)
-    examples = pipeline.training_examples(run, tokenizer, "uft")
+    examples = pipeline.training_examples(run, tokenizer, METHODS["uft"])
     batch = Collator(tokenizer.pad_token_id)(examples)
     for row, passage in enumerate(run.load_passages()):
         tokens = tokenizer(passage.text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
@@ -93,21 +236,15 @@ def test_uft_examples_mask_nothing_but_padding(run):
     assert not batch["answer_mask"].all()  # the shorter passage has padding, left out
 
 
-def test_rag_prompts_carry_exactly_k_retrieved_passages(run, monkeypatch):
-    from promptdistill import evaluate as evaluate_module
+def test_rag_prompts_carry_exactly_k_retrieved_passages(finished):
+    from promptdistill.prompts import teacher_prompt
 
-    run, config = run
-    config = resolve_config(None, [f"model.name={config.model.name}", "eval.rag_k=1", "eval.max_answer_tokens=2"])
-    seen = {}
-    real = evaluate_module.answer_test_questions
-
-    def spy(backend, tokenizer, tests, contexts, *args):
-        seen["contexts"] = contexts
-        return real(backend, tokenizer, tests, contexts, *args)
-
-    monkeypatch.setattr(pipeline, "answer_test_questions", spy)
-    pipeline.evaluate(run, config, "rag")
-    (record,) = read_jsonl(run.eval("rag"))
-    assert record["retrieved"] == ["town#0"]  # the passage that names velmora's founder
-    assert seen["contexts"] == [run.load_passages()[0].text]
-    assert record["retrieval_hit"] is True
+    run, config = finished
+    pipeline.evaluate(run, dataclasses.replace(config, eval=dataclasses.replace(config.eval, rag_k=2)), METHODS["rag"])
+    passages = {p.id: p for p in run.load_passages()}
+    records = read_jsonl(run.eval("rag"))
+    velmora = next(r for r in records if r["question"] == "who founded velmora ?")
+    assert velmora["retrieved"][0] == "town#0" and velmora["retrieval_hit"] is True  # names velmora's founder
+    expected = [teacher_prompt("\n\n".join(passages[i].text for i in r["retrieved"]), r["question"]) for r in records]
+    assert sorted(ScriptedExpert.prompts) == sorted(expected)
+    assert all(len(r["retrieved"]) == 2 for r in records)

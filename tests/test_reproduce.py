@@ -8,7 +8,8 @@ from promptdistill import pipeline
 from promptdistill.config import resolve_config
 from promptdistill.errors import UserError
 from promptdistill.report import paper_reference, write_report
-from promptdistill.rundir import read_jsonl
+from promptdistill.files import read_jsonl
+from promptdistill.rundir import RunDir
 
 from test_datasets import SQUAD, write_json
 
@@ -17,7 +18,7 @@ def test_prepare_dataset_keeps_the_first_passages_and_their_questions(tmp_path, 
     write_json(tmp_path / "nyt_v1.0.json", SQUAD)
     config = resolve_config(None, [f"model.name={tiny_model_dir}", "dataset.spec=squadshifts:nyt",
                                    "dataset.limit_questions=5", "dataset.limit_passages=1"])
-    run = pipeline.RunDir(tmp_path / "run")
+    run = RunDir(tmp_path / "run")
     pipeline.prepare_dataset(run, config, tmp_path)
     assert [d["id"] for d in read_jsonl(run.path / "inputs" / "documents.jsonl")] == ["nyt-0-0"]
     assert [t.id for t in run.load_test_questions()] == ["q1", "q2", "q3"]
@@ -58,15 +59,15 @@ def test_rewriting_replaces_questions_and_keeps_the_originals(tmp_path, tiny_mod
     config = resolve_config(None, [f"model.name={tiny_model_dir}", "dataset.spec=squadshifts:nyt",
                                    "dataset.limit_questions=2", "dataset.rewrite_questions=true"])
     replies = iter(["When was the town of Velmora founded?", "not a question"])
-    monkeypatch.setattr(pipeline, "generate_all", lambda backend, prompts, *a, **k: [next(replies) for _ in prompts])
-    run = pipeline.RunDir(tmp_path / "run")
+    monkeypatch.setattr("promptdistill.synth.generate_all", lambda backend, prompts, *a, **k: [next(replies) for _ in prompts])
+    run = RunDir(tmp_path / "run")
     pipeline.prepare_dataset(run, config, tmp_path)
     assert [t.question for t in run.load_test_questions()] == [
         "When was the town of Velmora founded?", "What was founded in 1623?"]  # the second kept
     pairs = read_jsonl(run.path / "inputs" / "rewritten_questions.jsonl")
     assert pairs[0]["original"] == "When was Velmora founded?"
 
-    monkeypatch.setattr(pipeline, "generate_all", lambda *a, **k: pytest.fail("rewrote again"))
+    monkeypatch.setattr("promptdistill.synth.generate_all", lambda *a, **k: pytest.fail("rewrote again"))
     pipeline.prepare_dataset(run, config, tmp_path)  # a rerun reapplies the saved rewrites
     assert run.load_test_questions()[0].question == "When was the town of Velmora founded?"
 
@@ -76,7 +77,7 @@ def test_paper_questions_are_not_rewritten_again(tmp_path, tiny_model_dir, monke
     (tmp_path / "nyt_filtered.csv").write_text("When was the town of Velmora founded?\n")
     config = resolve_config(None, [f"model.name={tiny_model_dir}", "dataset.spec=paper:nyt",
                                    "dataset.rewrite_questions=true"])
-    monkeypatch.setattr(pipeline, "generate_all", lambda *a, **k: pytest.fail("rewrote the paper's rewrites"))
-    run = pipeline.RunDir(tmp_path / "run")
+    monkeypatch.setattr("promptdistill.synth.generate_all", lambda *a, **k: pytest.fail("rewrote the paper's rewrites"))
+    run = RunDir(tmp_path / "run")
     pipeline.prepare_dataset(run, config, tmp_path)
     assert run.load_test_questions()[0].question == "When was the town of Velmora founded?"

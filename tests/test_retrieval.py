@@ -1,10 +1,8 @@
 import pytest
 
 from promptdistill.corpus import Passage
-from promptdistill.corpus import TestQuestion as Question  # not a test class to pytest
-from promptdistill.prompts import teacher_prompt
 from promptdistill.retrieval import (
-    BM25Retriever, DenseRetriever, dense_model_path, rag_prompt, recall_at_k, tokenise,
+    BM25Retriever, DenseRetriever, dense_model_path, tokenise,
 )
 
 TEXTS = {
@@ -86,39 +84,6 @@ def test_ties_are_broken_by_passage_order():
     # No word in common with any passage (or no word at all): every score is 0, corpus order.
     assert [p.id for p in retriever.search("zzz", k=2)] == ["d0#0", "d1#0"]
     assert [p.id for p in retriever.search("?!", k=2)] == ["d0#0", "d1#0"]
-
-
-class FixedRanking:
-    """A retriever that always ranks the passages in corpus order."""
-
-    def search(self, query: str, k: int) -> list[Passage]:
-        return PASSAGES[:k]
-
-
-def test_recall_at_k_counts_a_passage_of_the_questions_document_as_a_hit():
-    # Under FixedRanking, "lighthouse" is first, "stew" third, "bees" seventh.
-    questions = [Question(id=str(i), question="?", answers=["x"], doc_id=doc)
-                 for i, doc in enumerate(["lighthouse", "stew", "bees"])]
-    assert recall_at_k(FixedRanking(), questions, k=1) == pytest.approx(1 / 3)
-    assert recall_at_k(FixedRanking(), questions, k=3) == pytest.approx(2 / 3)
-    assert recall_at_k(FixedRanking(), questions, k=7) == 1.0
-
-
-def test_recall_at_k_of_bm25_on_keyword_questions():
-    questions = [Question(id=str(i), question=query, answers=["x"], doc_id=pid.split("#")[0])
-                 for i, (query, pid) in enumerate(KEYWORD_QUERIES.items())]
-    assert recall_at_k(BM25Retriever(PASSAGES), questions, k=1) == 1.0
-
-
-def test_rag_prompt_carries_exactly_the_k_retrieved_passages():
-    question = "When was the Velmora lighthouse built?"
-    found = BM25Retriever(PASSAGES).search(question, k=3)
-    prompt = rag_prompt(found, question)
-    assert prompt == teacher_prompt("\n\n".join(p.text for p in found), question)
-    assert sum(p.text in prompt for p in PASSAGES) == 3
-    assert prompt.startswith(found[0].text) and prompt.endswith("\n\n" + question)
-    with pytest.raises(ValueError):
-        rag_prompt([], question)
 
 
 def test_dense_model_is_the_packaged_one_unless_named():

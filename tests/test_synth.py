@@ -1,6 +1,12 @@
+import dataclasses
+
 import pytest
 
-from promptdistill.synth import clean_question, content_words, last_full_sentence, normalise_question
+from promptdistill.config import SynthConfig
+from promptdistill.corpus import Passage
+from promptdistill.synth import (
+    answer_questions, clean_question, content_words, last_full_sentence, normalise_question, write_questions,
+)
 
 
 @pytest.mark.parametrize("reply, question", [
@@ -25,3 +31,58 @@ def test_last_full_sentence():
     assert last_full_sentence("It is yellow. It has 96 steps and the") == "It is yellow."
     assert last_full_sentence("Founded in 1623 by Mr. Quarrel who") == "Founded in 1623 by Mr."
     assert last_full_sentence("no sentence end at all") == ""
+
+
+class ChosenReplies:
+    """A backend that replies with chosen strings, in order, whatever it is asked."""
+
+    identity = "chosen"
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def generate_batch(self, prompts, sampling, seed):
+        return [self.replies.pop(0) for _ in prompts]
+
+
+PASSAGE = Passage("town#0", "town", "Velmora was founded in 1623 by Tobin Quarrel. Its lighthouse is yellow.")
+
+
+def test_the_question_filters_keep_only_new_on_topic_questions():
+    replies = [
+        "Who founded Velmora?",  # kept
+        "The lighthouse is yellow.",  # not a question
+        "",  # empty: not a question
+        "What is the capital of France?",  # off-topic: no content word of the passage
+        "who founded  velmora",  # no question mark: not a question
+        "Who founded Velmora ?",  # a duplicate of the first
+        "When was Velmora founded?",  # kept
+        "What colour is the lighthouse?",  # beyond the quota of 2: not kept
+    ]
+    config = SynthConfig(questions_per_passage=2, batch_size=8, max_attempts=1)
+    records, stats = write_questions(ChosenReplies(replies), [PASSAGE], dataclasses.replace(
+        config, questions_per_passage=8), seed=0)
+    assert [r["question"] for r in records] == ["Who founded Velmora?", "When was Velmora founded?",
+                                                "What colour is the lighthouse?"]
+    assert (stats.generated, stats.not_a_question, stats.off_topic, stats.duplicate) == (8, 3, 1, 1)
+    assert [r["id"] for r in records] == ["town#0/q0", "town#0/q1", "town#0/q2"]
+
+    # A passage short of its quota gets another round, asking only for the missing questions.
+    backend = ChosenReplies(["Who founded Velmora?", "not one", "When was Velmora founded?"])
+    records, stats = write_questions(backend, [PASSAGE], dataclasses.replace(config, max_attempts=2), seed=0)
+    assert [r["question"] for r in records] == ["Who founded Velmora?", "When was Velmora founded?"]
+    assert stats.generated == 3 and backend.replies == []
+
+
+def test_answers_cut_at_the_length_cap_are_trimmed_or_dropped():
+    questions = [{"id": f"town#0/q{i}", "passage_id": "town#0", "question": "Who founded Velmora?"} for i in range(3)]
+    replies = ["Tobin Quarrel founded it. He came in 1623 and then he",  # at the cap: trimmed
+               "at the cap and with no full stop at all here",  # at the cap, no sentence: dropped
+               ""]  # empty: dropped
+    config = SynthConfig(max_answer_tokens=11, batch_size=8)
+    records, counts = answer_questions(ChosenReplies(replies), {"town#0": PASSAGE}, questions, 0.7, config, seed=0)
+    assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
+    assert counts == {"answers": 1, "trimmed": 1, "dropped_empty": 1, "dropped_unfinished": 1}

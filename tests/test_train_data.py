@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from promptdistill.models import answer_logits
@@ -66,3 +67,38 @@ def test_answer_logits_equal_unpadded_logits_at_the_answer_positions(tokenizer, 
         # Position start-1 predicts the first answer token, and so on.
         expected = full[start - 1:start - 1 + len(example.answer_ids)]
         torch.testing.assert_close(logits[row][batch["answer_mask"][row]], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_cross_entropy_targets_are_the_next_tokens_of_the_answer(tokenizer, tiny_model):
+    """sft's batch loss equals -log p(answer token | everything before it), token by token."""
+    from promptdistill.config import TrainConfig
+    from promptdistill.methods import Training
+    from promptdistill.train.loop import batch_loss
+
+    batch_examples = examples(tokenizer)
+    loss = batch_loss(Training.ANSWERS_CE, tiny_model, Collator(tokenizer.pad_token_id)(batch_examples),
+                      TrainConfig())
+    logprobs = []
+    for example in batch_examples:
+        sequence = example.student_ids + example.answer_ids
+        full = torch.log_softmax(tiny_model(torch.tensor([sequence])).logits[0], dim=-1)
+        start = len(example.student_ids)
+        logprobs += [full[start - 1 + i, token] for i, token in enumerate(example.answer_ids)]
+    torch.testing.assert_close(loss, -torch.stack(logprobs).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_distillation_loss_is_zero_when_student_and_teacher_read_the_same_prompt(tokenizer, tiny_model):
+    """The online teacher sees the teacher sequence, the student the student sequence: with the
+    passage removed from the teacher's prompt the two coincide and the loss vanishes."""
+    from promptdistill.config import TrainConfig
+    from promptdistill.methods import Training
+    from promptdistill.models import add_lora
+    from promptdistill.train.loop import batch_loss
+
+    student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
+    same = [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)]
+    config = TrainConfig(distill_temperature=1.0)
+    assert batch_loss(Training.ANSWERS_DISTILL, student, Collator(tokenizer.pad_token_id)(same),
+                      config).item() == pytest.approx(0, abs=1e-8)
+    with_passage = Collator(tokenizer.pad_token_id)(examples(tokenizer))
+    assert batch_loss(Training.ANSWERS_DISTILL, student, with_passage, config).item() > 1e-5

@@ -4,6 +4,7 @@ from safetensors.torch import load_file
 
 import promptdistill.train.loop as loop
 from promptdistill.config import TrainConfig
+from promptdistill.methods import METHODS
 
 from conftest import make_model
 from test_train_data import examples
@@ -13,7 +14,8 @@ CONFIG = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=2, lora_rank=4, lo
 
 def train(tokenizer, out_dir, method):
     batch = examples(tokenizer) * 3  # 6 examples, 3 batches an epoch
-    return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, batch, method, CONFIG, out_dir, seed=7)
+    return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, batch, METHODS[method], CONFIG,
+                            out_dir, seed=7)
 
 
 def test_length_grouped_batches_cover_every_example_once_and_change_by_epoch():

@@ -22,7 +22,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from promptdistill.config import ANSWERED_METHODS, resolve_config
+from promptdistill import methods as method_table
+from promptdistill.config import resolve_config
 from promptdistill.errors import UserError
 
 app = typer.Typer(
@@ -38,7 +39,8 @@ MethodOption = typer.Option(None, "--method", help="only this method (default: a
 DocsOption = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}")
 TestQuestionsOption = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}')
 ModelOption = typer.Option(None, help="built-in name, hub id, local folder or .gguf file")
-MethodsOption = typer.Option(None, help="comma-separated subset of base,uft,sft,pd,rag,pd+rag,open-book (oracle)")
+MethodsOption = typer.Option(None, help="comma-separated subset of " + ",".join(method_table.METHODS)
+                             + " (open-book's alias: oracle)")
 
 
 def _setup_logging() -> None:
@@ -64,11 +66,12 @@ def _finish(table: str, run_dir: Path) -> None:
 def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], methods: Optional[str],
          config: Optional[Path], overrides: list[str]) -> None:
     from promptdistill import pipeline
+    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [*_methods_option(methods), *overrides])
-    run = pipeline.RunDir(out)
+    run = RunDir(out)
     pipeline.prepare(run, run_config, docs, test_questions)
     _finish(pipeline.run_all(run, run_config), out)
 
@@ -114,12 +117,13 @@ def reproduce(
 ) -> None:
     """The paper's experiment on its datasets, with its published numbers beside the run's."""
     from promptdistill import pipeline
+    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [f"dataset.spec={dataset}", *_methods_option(methods), *overrides], preset)
     out = out or Path("runs") / f"{dataset.replace(':', '-')}-{preset}"
-    run = pipeline.RunDir(out)
+    run = RunDir(out)
     pipeline.prepare_dataset(run, run_config, data_dir)
     _finish(pipeline.run_all(run, run_config), out)
 
@@ -135,28 +139,46 @@ def prepare(
 ) -> None:
     """Check the inputs and split documents into passages (first stage of `run`)."""
     from promptdistill import pipeline
+    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
-    pipeline.prepare(pipeline.RunDir(out), resolve_config(config, overrides), docs, test_questions)
+    pipeline.prepare(RunDir(out), resolve_config(config, overrides), docs, test_questions)
 
 
 def _stage_config(run_dir: Path, overrides: list[str]):
-    from promptdistill import pipeline
+    """The run's config with `--set` applied; a change is recorded in config.yaml, and said."""
+    from promptdistill.rundir import RunDir
 
-    run = pipeline.RunDir(run_dir)
+    run = RunDir(run_dir)
+    before = run.load_config()
     run_config = run.load_config(overrides)
-    if overrides:
-        pipeline.save_config(run, run_config)
+    changed = _changed_settings(before.to_dict(), run_config.to_dict())
+    if changed:
+        run.save_config(run_config)
+        console.print(f"recorded in {run.config}: " + "; ".join(
+            f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items()))
     return run, run_config
 
 
-def _chosen(method: Optional[str], allowed: tuple[str, ...] | list[str]) -> list[str]:
+def _changed_settings(before: dict, after: dict, prefix: str = "") -> dict[str, tuple]:
+    changed = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            changed.update(_changed_settings(before[key], value, f"{prefix}{key}."))
+        elif before[key] != value:
+            changed[f"{prefix}{key}"] = (before[key], value)
+    return changed
+
+
+def _chosen(method: Optional[str], allowed: list[method_table.Method]) -> list[method_table.Method]:
+    """The methods a stage command works on: all of `allowed`, or the one --method names."""
     if method is None:
-        return list(allowed)
-    if method not in allowed:
-        raise UserError(f"--method {method}: choose from {', '.join(allowed)}")
-    return [method]
+        return allowed
+    chosen = [m for m in allowed if m.name == method_table.canonical_name(method, "--method")]
+    if not chosen:
+        raise UserError(f"--method {method}: choose from {', '.join(m.name for m in allowed)}")
+    return chosen
 
 
 @app.command()
@@ -174,7 +196,8 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, [m for m in pipeline.adapters_needed(run_config) if m in ANSWERED_METHODS]):
+    trained = method_table.trained(run_config.methods)
+    for chosen in _chosen(method, [m for m in trained if m.trains_on_answers]):
         pipeline.answers(run, run_config, chosen)
 
 
@@ -183,7 +206,9 @@ def teacher(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) ->
     """Cache the teacher's top-k distributions over the pd answers (train.teacher=cached)."""
     from promptdistill import pipeline
 
-    pipeline.teacher_cache(*_stage_config(run_dir, overrides))
+    run, run_config = _stage_config(run_dir, overrides)
+    for chosen in [m for m in method_table.trained(run_config.methods) if m.distills]:
+        pipeline.teacher_cache(run, run_config, chosen)
 
 
 @app.command()
@@ -193,7 +218,7 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, pipeline.adapters_needed(run_config)):
+    for chosen in _chosen(method, method_table.trained(run_config.methods)):
         pipeline.train(run, run_config, chosen)
 
 
@@ -204,7 +229,7 @@ def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOptio
     from promptdistill import pipeline
 
     run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, run_config.methods):
+    for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
         pipeline.evaluate(run, run_config, chosen)
         if run_config.eval.judge:
             pipeline.judge(run, run_config, chosen)

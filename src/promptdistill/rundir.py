@@ -1,172 +1,170 @@
-"""The run directory: atomic files, JSONL records, and stage manifests.
+"""The run directory: where each file of a run lives, and the lifecycle every stage shares.
 
-Every stage writes its outputs through `write_atomic` (temporary file, then rename), then a
-manifest `manifests/STAGE.json` holding a key (hash of its settings and its inputs), counts and
-versions. `Stage.done()` compares keys, so a rerun skips finished stages and redoes a stage whose
-inputs changed. Long generation stages also append finished batches to `FILE.partial`, so a
-killed run loses at most one batch.
+A stage declares the settings it reads, the upstream files it consumes and the files it writes.
+Its key hashes its name, those settings and the contents of those inputs. A stage counts as done
+only when its manifest (manifests/STAGE.json) holds the same key and every recorded output still
+exists with its recorded hash; otherwise it runs, and its manifest records key, outputs, counts
+and wall time. So a changed setting reruns exactly the stages that read it, a changed file
+reruns what consumes it (and, through the new outputs, everything after), and a deleted or
+truncated output is made again instead of breaking a later stage.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
+import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable
+
+import yaml
 
 from promptdistill import __version__
+from promptdistill.config import RunConfig, load_run_config
+from promptdistill.corpus import Passage, TestQuestion
 from promptdistill.errors import UserError
+from promptdistill.files import content_key, path_digest, read_jsonl, write_atomic
+
+log = logging.getLogger(__name__)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+class RunDir:
+    """Paths of a run directory and the records in it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    inputs = property(lambda self: self.path / "inputs")  # a dataset's documents and questions, as cut
+    passages = property(lambda self: self.path / "passages.jsonl")
+    test_questions = property(lambda self: self.path / "test_questions.jsonl")
+    questions = property(lambda self: self.path / "questions.jsonl")
+    teacher = property(lambda self: self.path / "teacher")
+
+    def answers(self, method: str) -> Path:
+        return self.path / "answers" / f"{method}.jsonl"
+
+    def adapter_dir(self, method: str) -> Path:
+        return self.path / "adapters" / method
+
+    def adapter(self, method: str) -> Path:
+        return self.adapter_dir(method) / "adapter"
+
+    def eval(self, method: str) -> Path:
+        return self.path / "eval" / f"{method}.jsonl"
+
+    def judged(self, method: str) -> Path:
+        return self.path / "eval" / f"{method}.judge.jsonl"
+
+    def batches(self, name: str) -> Path:
+        """Finished generation batches of one stage, reused on resume and for unchanged inputs."""
+        return self.path / "cache" / f"{name}.jsonl"
+
+    def manifest(self, stage: str) -> Path:
+        return self.path / "manifests" / f"{stage}.json"
+
+    def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+        if not self.config.is_file():
+            raise UserError(f"{self.path}: not a run directory (no config.yaml); start one with `promptdistill run`")
+        return load_run_config(self.config, overrides)
+
+    def save_config(self, config: RunConfig) -> None:
+        write_atomic(self.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def load_passages(self) -> list[Passage]:
+        return [Passage(**record) for record in read_jsonl(self.passages)]
+
+    def load_test_questions(self) -> list[TestQuestion]:
+        return [TestQuestion(**record) for record in read_jsonl(self.test_questions)]
+
+    def load_graded(self, method: str, judged: bool) -> tuple[list[dict], list[bool | None] | None]:
+        """A method's graded replies, and the judge's verdicts on them when `judged` and present."""
+        if not self.eval(method).is_file():
+            raise UserError(f"report: {self.eval(method)} is missing; run `promptdistill evaluate` first")
+        verdicts = None
+        if judged and self.judged(method).is_file():
+            verdicts = [entry["judge"] for entry in read_jsonl(self.judged(method))]
+        return read_jsonl(self.eval(method)), verdicts
+
+    def counts(self) -> dict[str, int]:
+        passages = self.load_passages()
+        return {
+            "test_questions": len(self.load_test_questions()),
+            "documents": len({passage.doc_id for passage in passages}),
+            "passages": len(passages),
+            "questions": len(read_jsonl(self.questions)) if self.questions.is_file() else 0,
+        }
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-
-
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises UserError naming the file and line."""
-    return [record for _, record in read_numbered_jsonl(path, required)]
-
-
-def read_numbered_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
-    """Like read_jsonl, with each record's line number for later error messages."""
-    path = Path(path)
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: malformed JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        missing = [key for key in required if key not in record]
-        if missing:
-            raise UserError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-        records.append((number, record))
-    return records
-
-
-def file_digest(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-class PartialFile:
-    """Append-only progress of a generation stage, keyed by batch index.
-
-    Each line is {"batch": i, "records": [...]}. A batch is written only once complete, so a
-    torn last line (the process was killed mid-write) is dropped on reading.
-    """
-
-    def __init__(self, final_path: Path, key: str):
-        self.path = final_path.with_name(final_path.name + ".partial")
-        self.key = key
-
-    def _header(self) -> str:
-        return json.dumps({"key": self.key})
-
-    def _has_key(self) -> bool:
-        with open(self.path, encoding="utf-8") as file:
-            return file.readline().rstrip("\n") == self._header()
-
-    def load(self) -> dict[int, list[dict[str, Any]]]:
-        """Batches finished by an earlier attempt with the same settings."""
-        if not self.path.exists() or not self._has_key():
-            return {}
-        batches: dict[int, list[dict[str, Any]]] = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines()[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            batches[entry["batch"]] = entry["records"]
-        return batches
-
-    def resume(self) -> dict[int, list[dict[str, Any]]]:
-        """Open for appending; return the batches an earlier attempt finished.
-
-        The file is rewritten with just its intact lines, dropping a torn last line or a
-        file left by other settings.
-        """
-        done = self.load()
-        lines = [self._header()] + [
-            json.dumps({"batch": batch, "records": records}, ensure_ascii=False)
-            for batch, records in sorted(done.items())
-        ]
-        write_atomic(self.path, "\n".join(lines) + "\n")
-        return done
-
-    def append(self, batch: int, records: list[dict[str, Any]]) -> None:
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(json.dumps({"batch": batch, "records": records}, ensure_ascii=False) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
+@dataclass
 class Stage:
-    """One stage's manifest in RUN_DIR/manifests/NAME.json."""
+    """One stage of a run: what it reads and what it writes."""
 
-    def __init__(self, run_dir: Path, name: str, key: str):
-        self.run_dir = Path(run_dir)
-        self.name = name
-        self.key = key
-        self.path = self.run_dir / "manifests" / f"{name.replace('/', '-')}.json"
+    name: str  # also its manifest's name, e.g. "train-pd"
+    settings: dict[str, Any]  # the config values it reads, by dotted path
+    inputs: list[Path]  # upstream files or folders it consumes
+    outputs: list[Path]  # files or folders it writes
+    extra: dict[str, Any] = field(default_factory=dict)  # other values it depends on (a method's name)
 
-    def done(self) -> bool:
-        if not self.path.exists():
-            return False
+    def key(self, run: RunDir) -> str:
+        return self._key(self._input_digests(run))
+
+    def _key(self, input_digests: dict[str, str]) -> str:
+        return content_key(self.name, self.settings, self.extra, input_digests)
+
+    def _input_digests(self, run: RunDir) -> dict[str, str]:
+        for path in self.inputs:
+            if not path.exists():
+                raise UserError(f"{self.name}: {path} is missing; run the stages before it "
+                                f"(`promptdistill run` resumes every stage)")
+        return {path.relative_to(run.path).as_posix(): path_digest(path) for path in self.inputs}
+
+    def _finished(self, run: RunDir, key: str) -> bool:
+        """Same key as the finished run recorded, and every output as it was written."""
         try:
-            return json.loads(self.path.read_text(encoding="utf-8")).get("key") == self.key
-        except json.JSONDecodeError:
+            manifest = json.loads(run.manifest(self.name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
             return False
+        recorded = manifest.get("outputs", {})
+        return (manifest.get("key") == key
+                and set(recorded) == {path.relative_to(run.path).as_posix() for path in self.outputs}
+                and all((run.path / name).exists() and path_digest(run.path / name) == digest
+                        for name, digest in recorded.items()))
 
-    def finish(self, counts: dict[str, Any], started: float) -> None:
-        import torch
-        import transformers
-
+    def run(self, run: RunDir, work: Callable[[], dict[str, Any]]) -> bool:
+        """Run `work` unless the stage is done, then record its manifest. True if it ran."""
+        inputs = self._input_digests(run)
+        key = self._key(inputs)
+        if self._finished(run, key):
+            log.info("%s: done, skipping", self.name)
+            return False
+        log.info("%s: running", self.name)
+        started = time.time()
+        counts = work()
+        missing = [str(path) for path in self.outputs if not path.exists()]
+        if missing:
+            raise RuntimeError(f"{self.name}: finished without writing {', '.join(missing)}")
         manifest = {
             "stage": self.name,
-            "key": self.key,
+            "key": key,
+            "settings": self.settings,
+            "inputs": inputs,
+            "outputs": {path.relative_to(run.path).as_posix(): path_digest(path) for path in self.outputs},
             "counts": counts,
             "seconds": round(time.time() - started, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "versions": {
-                "promptdistill": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-            },
+            "versions": _versions(),
         }
-        write_atomic(self.path, json.dumps(manifest, indent=2) + "\n")
+        write_atomic(run.manifest(self.name), json.dumps(manifest, indent=2, default=str) + "\n")
+        log.info("%s: finished in %.0f s: %s", self.name, manifest["seconds"],
+                 ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                           for name, value in counts.items()))
+        return True
 
 
-def stage_key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"promptdistill": __version__, "torch": torch.__version__, "transformers": transformers.__version__}

@@ -3,20 +3,20 @@
 Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
 filtered: a reply that is not a question, or shares no content word with its passage, is
 dropped. Passages short of their quota get more rounds, up to `max_attempts`.
+
+Each passage is its own generation group (generation.core): its questions and their answers
+depend on that passage alone, so editing one document regenerates only its passages' share.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from promptdistill.config import SynthConfig
-from promptdistill.corpus import Passage
-from promptdistill.generation import Backend, Sampling, generate_all
-from promptdistill.models import chat_prompt
-from promptdistill.prompts import question_writing_prompt, teacher_prompt
-from promptdistill.rundir import PartialFile
+from promptdistill.corpus import Document, Passage, TestQuestion
+from promptdistill.generation import Backend, BatchStore, Sampling, generate_all
+from promptdistill.prompts import question_writing_prompt, rewriting_prompt, teacher_prompt
 
 STOPWORDS = frozenset(
     "a an and are as at be by did do does for from had has have how in is it its of on or "
@@ -56,8 +56,7 @@ def normalise_question(question: str) -> str:
 
 
 def write_questions(
-    backend: Backend, tokenizer, passages: list[Passage], config: SynthConfig, seed: int,
-    partial_prefix: Path, key: str,
+    backend: Backend, passages: list[Passage], config: SynthConfig, seed: int, store: BatchStore | None = None,
 ) -> tuple[list[dict], QuestionStats]:
     """Sample questions until each passage has its quota or `max_attempts` rounds are spent."""
     sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p)
@@ -70,11 +69,10 @@ def write_questions(
         jobs = [p for p, missing in wanted for _ in range(max(missing, 0))]
         if not jobs:
             break
-        prompts = [chat_prompt(tokenizer, question_writing_prompt(p.text)) for p in jobs]
-        partial = PartialFile(partial_prefix.with_name(f"{partial_prefix.name}.round{attempt}"), key)
         replies = generate_all(
-            backend, prompts, sampling, seed=seed + attempt, batch_size=config.batch_size,
-            partial=partial, description=f"writing questions (round {attempt + 1})",
+            backend, [question_writing_prompt(p.text) for p in jobs], sampling, seed=seed + attempt,
+            batch_size=config.batch_size, store=store, groups=[p.id for p in jobs],
+            description=f"writing questions (round {attempt + 1})",
         )
         for passage, reply in zip(jobs, replies):
             stats.generated += 1
@@ -96,8 +94,8 @@ def write_questions(
 
 
 def answer_questions(
-    backend: Backend, tokenizer, passages: dict[str, Passage], questions: list[dict],
-    temperature: float, config: SynthConfig, seed: int, partial: PartialFile,
+    backend: Backend, passages: dict[str, Passage], questions: list[dict],
+    temperature: float, config: SynthConfig, seed: int, store: BatchStore | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """The expert answers each question with its passage in the prompt.
 
@@ -105,14 +103,11 @@ def answer_questions(
     rambles past the fact it was asked for; docs/sampling.md); one with no full sentence, or an
     empty one, is dropped, since an unfinished answer would teach the student never to stop.
     """
-    prompts = [
-        chat_prompt(tokenizer, teacher_prompt(passages[q["passage_id"]].text, q["question"]))
-        for q in questions
-    ]
+    prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
     sampling = Sampling(temperature, config.max_answer_tokens, config.top_p)
     replies = generate_all(
-        backend, prompts, sampling, seed=seed, batch_size=config.batch_size, partial=partial,
-        description=f"answering at T={temperature}",
+        backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
+        groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",
     )
     records = []
     counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
@@ -134,3 +129,16 @@ def last_full_sentence(text: str) -> str:
     """`text` up to its last sentence end ('.', '!' or '?'), or '' if it has none."""
     ends = [match.end() for match in re.finditer(r"[.!?](?=\s|$)", text)]
     return text[: ends[-1]].strip() if ends else ""
+
+
+def rewrite_test_questions(backend: Backend, documents: list[Document], tests: list[TestQuestion],
+                           max_tokens: int, batch_size: int, seed: int) -> list[dict]:
+    """{id, original, rewritten} per test question: made to stand alone (greedy, its document in
+    the prompt), as the paper did before grading closed-book; a reply that is no question keeps
+    the original."""
+    texts = {document.id: document.text for document in documents}
+    replies = generate_all(backend, [rewriting_prompt(texts[t.doc_id], t.question) for t in tests],
+                           Sampling(0.0, max_tokens), seed=seed, batch_size=batch_size,
+                           description="rewriting test questions")
+    return [{"id": t.id, "original": t.question, "rewritten": clean_question(reply) or t.question}
+            for t, reply in zip(tests, replies)]

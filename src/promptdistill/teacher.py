@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from promptdistill.models import answer_logits
-from promptdistill.rundir import write_atomic
+from promptdistill.files import write_atomic
 
 SHARD_TOKENS = 1 << 20  # answer tokens per shard file
 
@@ -57,10 +57,9 @@ def top_k_targets(logits: torch.Tensor, answer_ids: torch.Tensor, top_k: int, te
     """Reduce teacher logits [n, V] at the answer positions to cached targets."""
     logprobs = F.log_softmax(logits.float() / temperature, dim=-1)
     top_logprobs, top_ids = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)
-    if top_ids.shape[-1] == logprobs.shape[-1]:
-        tail_mass = torch.zeros(top_ids.shape[:-1])  # exactly empty, not rounding noise
-    else:
-        tail_mass = (1 - top_logprobs.exp().sum(dim=-1)).clamp(min=0)
+    # The mass of the other tokens summed directly, not as 1 - top mass: exact when it is tiny,
+    # and exactly 0 when k covers the vocabulary.
+    tail_mass = logprobs.scatter(-1, top_ids, float("-inf")).logsumexp(dim=-1).exp()
     return TeacherTargets(answer_ids.clone(), top_ids.to(torch.int32), top_logprobs, tail_mass)
 
 

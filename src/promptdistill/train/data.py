@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from promptdistill.corpus import Passage
 from promptdistill.models import chat_prompt
-from promptdistill.prompts import teacher_prompt
+from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.teacher import TeacherCache
 
 
@@ -53,6 +54,37 @@ def encode_teacher_prompt(tokenizer, passage: str, question: str) -> tuple[list[
     split = rendered.index(passage) + len(passage)
     encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
     return encode(rendered[:split]), encode(rendered[split:])
+
+
+def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], answers: list[dict],
+                    with_teacher: bool) -> list[Example]:
+    """One example per answer: closed-book question, then the answer; with the open-book
+    teacher prompt too for distillation."""
+    passages_by_id = {passage.id: passage for passage in passages}
+    questions_by_id = {question["id"]: question for question in questions}
+    examples = []
+    for record in answers:
+        question = questions_by_id[record["question_id"]]
+        example = Example(
+            key=record["question_id"],
+            student_ids=encode_prompt(tokenizer, student_prompt(question["question"])),
+            answer_ids=encode_answer(tokenizer, record["answer"]),
+        )
+        if with_teacher:
+            prefix, suffix = encode_teacher_prompt(tokenizer, passages_by_id[question["passage_id"]].text,
+                                                   question["question"])
+            example.teacher_ids, example.teacher_prefix_length = prefix + suffix, len(prefix)
+        examples.append(example)
+    return examples
+
+
+def passage_examples(tokenizer, passages: list[Passage]) -> list[Example]:
+    """uft: next-token training on the raw passages; every token after the first is a target."""
+    examples = []
+    for passage in passages:
+        tokens = tokenizer(passage.text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        examples.append(Example(key=passage.id, student_ids=tokens[:1], answer_ids=tokens[1:]))
+    return examples
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

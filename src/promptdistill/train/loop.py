@@ -1,10 +1,11 @@
 """The training loop: one LoRA adapter, one method, top to bottom.
 
-    pd:  forward KL(teacher || student) at T = train.distill_temperature over the answer tokens;
-         the teacher is the same model with the adapter off and the passage in its prompt,
-         read from the teacher cache (top-k + tail) or recomputed online (train.teacher).
-    sft: cross-entropy on the answer tokens.
-    uft: cross-entropy on the passages themselves (every token but the first is an "answer").
+    distillation (pd): a divergence (train.divergence, forward KL by default) between teacher and
+         student at T = train.distill_temperature over the answer tokens; the teacher is the same
+         model with the adapter off and the passage in its prompt, read from the teacher cache
+         (top-k + tail) or recomputed online (train.teacher).
+    cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
+         first is an "answer").
 
 Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
@@ -34,38 +35,46 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
+from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches
-from promptdistill.train.losses import cross_entropy, forward_kl, top_k_forward_kl
+from promptdistill.train.losses import cross_entropy, distill_loss, top_k_distill_loss
 
 log = logging.getLogger(__name__)
 
 
-def method_loss(method: str, student, batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
     """The loss of one batch, over the answer tokens only."""
     mask = batch["answer_mask"]
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
     )[mask]
-    if method in ("sft", "uft"):
+    if training in (Training.ANSWERS_CE, Training.PASSAGES):
         return cross_entropy(student_logits, batch["answer_ids"][mask])
-    if method == "pd" and "teacher_token_ids" in batch:
-        return top_k_forward_kl(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
-                                batch["teacher_tail_mass"][mask], config.distill_temperature)
-    if method == "pd":
-        teacher_logits = online_teacher_logits(student, batch)[mask]
-        return forward_kl(teacher_logits, student_logits, config.distill_temperature)
-    raise ValueError(f"no loss for method {method!r}")
+    if "teacher_token_ids" in batch:
+        return top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
+                                  batch["teacher_tail_mass"][mask], config.distill_temperature,
+                                  config.divergence, config.jsd_beta)
+    teacher_logits = online_teacher_logits(student, batch)[mask]
+    return distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
+                        config.jsd_beta)
 
 
-def train_adapter(model, pad_id: int, examples: list[Example], method: str, config: TrainConfig,
-                  out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None) -> dict:
+def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
+                  out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "") -> dict:
     """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
 
-    pd reads its teacher from `teacher_cache` when given, else computes it online.
+    Distillation reads its teacher from `teacher_cache` when given, else computes it online.
+    Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
+    (the training stage's key: same settings and inputs); otherwise OUT starts empty.
     """
     out_dir = Path(out_dir)
+    key_file = out_dir / "resume_key"
+    if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(resume_key)
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps)
     set_seed(seed)
     student = add_lora(model, config)
@@ -87,16 +96,16 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: str, conf
     last = last_checkpoint(out_dir)
     if last is not None:
         start_epoch, history = resume(accelerator.unwrap_model(student), optimizer, scheduler, last)
-        log.info("%s: resuming after epoch %d from %s", method, start_epoch, last)
+        log.info("%s: resuming after epoch %d from %s", method.name, start_epoch, last)
 
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
         epoch_started = time.time()
         total_loss, batches = 0.0, 0
-        for batch in tqdm(loader, desc=f"{method} epoch {epoch + 1}/{config.epochs}", leave=False,
+        for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
-                loss = method_loss(method, student, batch, config)
+                loss = batch_loss(method.training, student, batch, config)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
@@ -107,12 +116,12 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: str, conf
             batches += 1
         history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0],
                         "seconds": round(time.time() - epoch_started, 2)})
-        log.info("%s epoch %d/%d  loss %.4f", method, epoch + 1, config.epochs, history[-1]["loss"])
+        log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
         if accelerator.is_main_process:
             save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1)
         accelerator.wait_for_everyone()
 
-    metrics = {"method": method, "examples": len(examples), "epochs": history}
+    metrics = {"method": method.name, "examples": len(examples), "epochs": history}
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(student)
         staging = out_dir / "adapter.tmp"

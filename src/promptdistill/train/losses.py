@@ -1,50 +1,74 @@
 """Losses over answer tokens, as plain functions of logits.
 
-Every function takes logits of shape [N, V] for the N answer tokens selected by the batch's
-answer mask, so padding and prompt positions never enter a loss.
+Every function takes the student's logits first, of shape [N, V] for the N answer tokens selected
+by the batch's answer mask (so padding and prompt positions never enter a loss), then its
+targets, and returns the mean over the N tokens.
+
+Distillation compares the teacher's distribution p and the student's q, both softened by the
+temperature, with one of three divergences:
+  forward  KL(p || q): the paper's choice (its Table 14 has forward beating reverse);
+  reverse  KL(q || p);
+  jsd      beta * KL(p || m) + (1 - beta) * KL(q || m), m = beta * p + (1 - beta) * q: the
+           generalised Jensen-Shannon divergence with TRL's (GKD) and torchtune's convention.
+The cached teacher knows p on its top-k tokens and as one lump on the rest (the tail); the
+divergence is then taken between the two (k + 1)-bucket distributions, which equals the full one
+when k covers the vocabulary.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from promptdistill.config import DIVERGENCES
 
-def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over tokens of KL(teacher || student), both softened by `temperature`.
 
-    The paper distils at T = 2. Not multiplied by T**2 (Hinton et al.): the learning rate
-    absorbs that constant.
+def divergence(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kind: str = "forward",
+               beta: float = 0.5) -> torch.Tensor:
+    """Per-token divergence [N] between two distributions given as log-probabilities [N, V]."""
+    if kind == "forward":
+        return (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(dim=-1)
+    if kind == "reverse":
+        return (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(dim=-1)
+    if kind == "jsd":
+        mixture = torch.logsumexp(torch.stack([teacher_logprobs + math.log(beta),
+                                               student_logprobs + math.log(1 - beta)]), dim=0)
+        return (beta * (teacher_logprobs.exp() * (teacher_logprobs - mixture)).sum(dim=-1)
+                + (1 - beta) * (student_logprobs.exp() * (student_logprobs - mixture)).sum(dim=-1))
+    raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCES)}")
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                 kind: str = "forward", beta: float = 0.5) -> torch.Tensor:
+    """Mean over tokens of the divergence between teacher and student, both at `temperature`.
+
+    Not multiplied by T**2 (Hinton et al.): the learning rate absorbs that constant.
     """
-    teacher_logprobs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    per_token = (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(dim=-1)
-    return per_token.mean()
+    return divergence(F.log_softmax(student_logits.float() / temperature, dim=-1),
+                      F.log_softmax(teacher_logits.float() / temperature, dim=-1), kind, beta).mean()
 
 
-def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of the answer tokens (sft)."""
-    return F.cross_entropy(student_logits.float(), targets)
-
-
-def top_k_forward_kl(
+def top_k_distill_loss(
     student_logits: torch.Tensor, teacher_token_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
-    teacher_tail_mass: torch.Tensor, temperature: float,
+    teacher_tail_mass: torch.Tensor, temperature: float, kind: str = "forward", beta: float = 0.5,
 ) -> torch.Tensor:
-    """Forward KL against a cached teacher: its top-k tokens plus one bucket for the rest.
+    """`distill_loss` against a cached teacher: its top-k tokens [N, k] plus one bucket for the rest.
 
-    The teacher's distribution is known on k tokens (log-probabilities at `temperature`) and as
-    one lump of mass on all others; the student's is compared on the same k tokens and the same
-    lump. When k covers the vocabulary the tail is empty and this equals `forward_kl`.
+    `teacher_logprobs` are already at `temperature`; the student is softened here.
     """
     student_logprobs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     token_ids = teacher_token_ids.long()
-    student_top = student_logprobs.gather(-1, token_ids)
-    teacher_top = teacher_logprobs.float()
-    on_support = (teacher_top.exp() * (teacher_top - student_top)).sum(dim=-1)
-    # log of the student's mass off the support, exactly, as a logsumexp of the other tokens;
-    # clamped so that an empty tail (mass 0 for both) gives 0 * finite, not 0 * inf.
+    # The student's mass off the support, exactly, as a logsumexp of the other tokens. Both tails
+    # are clamped so that an empty one (k covers the vocabulary) gives 0 * finite, not 0 * inf.
     student_tail = student_logprobs.scatter(-1, token_ids, float("-inf")).logsumexp(dim=-1).clamp(min=-100.0)
-    tail_mass = teacher_tail_mass.float()
-    tail = tail_mass * (tail_mass.clamp(min=1e-30).log() - student_tail)
-    return (on_support + tail).mean()
+    teacher_tail = teacher_tail_mass.float().clamp(min=1e-30).log()
+    student_buckets = torch.cat([student_logprobs.gather(-1, token_ids), student_tail[:, None]], dim=-1)
+    teacher_buckets = torch.cat([teacher_logprobs.float(), teacher_tail[:, None]], dim=-1)
+    return divergence(student_buckets, teacher_buckets, kind, beta).mean()
+
+
+def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of the answer tokens (sft, uft)."""
+    return F.cross_entropy(student_logits.float(), targets)

@@ -1,0 +1,135 @@
+"""Generation for every backend: batching, a seed per batch, and stored batches that make it resumable.
+
+A backend turns a batch of user turns into replies (`generate_batch`); it owns its tokenizer and
+chat template. `generate_all` does the rest for every backend: it cuts the prompts into batches
+(within a group, shortest first, so rows of similar length share a batch), gives each batch its
+own seed, and keeps each finished batch in a BatchStore under a key of everything that
+determines it (the backend's identity, the prompts, the sampling settings, the seed). A killed
+stage therefore resumes to exactly the replies of an uninterrupted one, and a stage rerun after
+an input changed generates only the batches whose prompts changed: the questions about an
+edited document, not the whole corpus, because each passage is its own group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tqdm.auto import tqdm
+
+from promptdistill.files import content_key, write_atomic
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float  # 0 means greedy decoding
+    max_new_tokens: int
+    top_p: float = 1.0
+
+
+class Backend(Protocol):
+    identity: str  # the model (and adapter) that generates: part of every stored batch's key
+
+    def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
+        """One reply per user turn, in order."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class BatchStore:
+    """Finished batches of one stage: an append-only JSONL file of {"key", "replies"} lines.
+
+    A line is appended only once its batch is complete, so a torn last line (the process was
+    killed mid-write) is ignored on reading. Used as a context manager, it keeps only the
+    batches the pass used once the pass succeeds, so the file does not grow with every change of
+    input.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.batches: dict[str, list[str]] = {}
+        self.used: set[str] = set()
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.batches[entry["key"]] = entry["replies"]
+
+    def get(self, key: str) -> list[str] | None:
+        replies = self.batches.get(key)
+        if replies is not None:
+            self.used.add(key)
+        return replies
+
+    def put(self, key: str, replies: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self.batches[key] = replies
+        self.used.add(key)
+
+    def __enter__(self) -> BatchStore:
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        if error_type is None:
+            self.compact()
+
+    def compact(self) -> None:
+        kept = {key: replies for key, replies in self.batches.items() if key in self.used}
+        write_atomic(self.path, "".join(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n"
+                                        for key, replies in kept.items()))
+        self.batches = kept
+
+
+def plan_batches(backend: Backend, prompts: list[str], batch_size: int, seed: int,
+                 groups: list[str] | None = None) -> list[tuple[list[int], int]]:
+    """(prompt indices, seed) of each batch: batches never mix groups; within a group, shortest first.
+
+    A batch's seed depends on the run's seed, its group and its place in the group alone, so a
+    group's replies do not change when other groups do.
+    """
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups or [""] * len(prompts)):
+        members.setdefault(group, []).append(index)
+    batches = []
+    for group, indices in members.items():
+        order = sorted(indices, key=lambda i: (backend.count_tokens(prompts[i]), i))
+        for number, start in enumerate(range(0, len(order), batch_size)):
+            batches.append((order[start:start + batch_size], int(content_key(seed, group, number), 16) % 2**31))
+    return batches
+
+
+def generate_all(
+    backend: Backend,
+    prompts: list[str],
+    sampling: Sampling,
+    seed: int,
+    batch_size: int,
+    store: BatchStore | None = None,
+    groups: list[str] | None = None,
+    description: str = "generating",
+) -> list[str]:
+    """A reply to every user turn in `prompts`, in their order."""
+    replies: list[str | None] = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False) as progress:
+        for indices, batch_seed in plan_batches(backend, prompts, batch_size, seed, groups):
+            batch = [prompts[i] for i in indices]
+            key = content_key(backend.identity, batch, asdict(sampling), batch_seed)
+            texts = store.get(key) if store else None
+            if texts is None:
+                texts = backend.generate_batch(batch, sampling, batch_seed)
+                if store:
+                    store.put(key, texts)
+            for i, text in zip(indices, texts):
+                replies[i] = text
+            progress.update(len(indices))
+    return replies  # type: ignore[return-value]

@@ -1,0 +1,80 @@
+"""A backend over an OpenAI-compatible /chat/completions endpoint (OpenAI, vLLM, llama.cpp, transformers serve)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from promptdistill.errors import UserError
+from promptdistill.generation.core import Sampling
+
+
+class ServerBackend:
+    """Each prompt is sent as one user message; the server applies the chat template.
+
+    The API key is read from the environment variable named `api_key_env` (None: send no key,
+    as for a local server started without one) and is kept out of repr and of error messages.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 timeout: float = 120.0):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.identity = f"{self.url}|{model}"
+        self.timeout = timeout
+        self._api_key: str | None = None
+        if api_key_env is not None:
+            self._api_key = os.environ.get(api_key_env)
+            if not self._api_key:
+                raise UserError(f"environment variable {api_key_env} (the API key of {self.url}) is not set")
+
+    def __repr__(self) -> str:
+        return f"ServerBackend(url={self.url!r}, model={self.model!r})"
+
+    def count_tokens(self, text: str) -> int:
+        """Words, not tokens: the server's tokenizer is unknown, and generate_all only sorts by it."""
+        return len(text.split())
+
+    def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
+        # One request per prompt, sent together: the batch size bounds the concurrent requests.
+        with ThreadPoolExecutor(max_workers=max(1, len(prompts))) as pool:
+            return list(pool.map(lambda prompt: self._complete(prompt, sampling, seed), prompts))
+
+    def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "seed": seed,
+        }
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", **self._auth_header()},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.load(response)
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:500]
+            raise RuntimeError(self._redact(f"server {self.url}: HTTP {error.code}: {detail}")) from None
+        except (urllib.error.URLError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            raise RuntimeError(self._redact(f"server {self.url}: {reason}")) from None
+        except json.JSONDecodeError:
+            raise RuntimeError(f"server {self.url}: the reply is not JSON") from None
+        try:
+            return (reply["choices"][0]["message"]["content"] or "").strip()
+        except (KeyError, IndexError, TypeError):
+            raise RuntimeError(self._redact(f"server {self.url}: unexpected reply {str(reply)[:500]}")) from None
+
+    def _auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _redact(self, message: str) -> str:
+        """A server may echo the key back; it goes no further."""
+        return message.replace(self._api_key, "***") if self._api_key else message
