@@ -14,7 +14,8 @@ CHAT_TEMPLATE = (
 WORDS = (
     "the a of in is was who what when where which how many year town river lighthouse bridge "
     "velmora oskeva tobin quarrel founded built painted yellow saffron fourteen 1623 96 steps "
-    "answer question text write about ? . , : 1 2 3 4 5 6 7 8 9 0"
+    "answer question text write about ? . , : 1 2 3 4 5 6 7 8 9 0 "
+    "abcdef"  # transformers' stop-string matching probes a vocabulary with this word
 ).split()
 
 

@@ -121,3 +121,22 @@ def test_greedy_generation_is_deterministic_and_batch_order_is_restored(tokenize
     together = generate_all(backend, PROMPTS, Sampling(0.0, 5), seed=0, batch_size=5)
     one_by_one = [generate_all(backend, [prompt], Sampling(0.0, 5), seed=0, batch_size=1)[0] for prompt in PROMPTS]
     assert together == one_by_one
+
+
+def test_a_stop_string_ends_each_row_where_it_first_appears(tokenizer, tiny_model):
+    backend = TransformersBackend(tiny_model, tokenizer)
+    free = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6), seed=0)
+    words = free[0].split()
+    stop = words[1]  # the second word written for the first prompt
+    assert len(words) > 2 and stop not in free[1].split()
+    stopped = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6, stop=(stop,)), seed=0)
+    assert stopped == [" ".join(words[:2]), free[1]]  # the other row, which never met it, runs on
+
+
+def test_first_sentence():
+    from promptdistill.generation import first_sentence
+
+    assert first_sentence("It was 1623. Then it") == "It was 1623."
+    assert first_sentence("Who? Me.") == "Who?"
+    assert first_sentence("Version 3.5 of it") == "Version 3.5 of it"  # no white space after the dot
+    assert first_sentence("No end at all") == "No end at all"

@@ -102,6 +102,16 @@ def test_an_unchanged_run_skips_every_stage(finished, ran):
     assert ran == [] and ScriptedExpert.prompts == []
 
 
+def test_the_report_says_where_the_time_went(finished):
+    run, _ = finished
+    report = json.loads((run.path / "report.json").read_text())
+    manifests = {path.stem: json.loads(path.read_text())["seconds"] for path in (run.path / "manifests").glob("*.json")}
+    assert report["stage_seconds"] == {name: manifests[name] for name in report["stage_seconds"]}
+    assert list(report["stage_seconds"])[:3] == ["prepare", "questions", "answers-sft"]  # in the order they ran
+    markdown = (run.path / "report.md").read_text()
+    assert "Where the time went" in markdown and "| train-pd |" in markdown
+
+
 def test_distillation_temperature_retrains_pd_only(finished, ran):
     run, config = finished
     changed = dataclasses.replace(config, train=dataclasses.replace(config.train, distill_temperature=3.0))

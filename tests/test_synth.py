@@ -86,3 +86,15 @@ def test_answers_cut_at_the_length_cap_are_trimmed_or_dropped():
     records, counts = answer_questions(ChosenReplies(replies), {"town#0": PASSAGE}, questions, 0.7, config, seed=0)
     assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
     assert counts == {"answers": 1, "trimmed": 1, "dropped_empty": 1, "dropped_unfinished": 1}
+
+
+def test_answers_end_at_their_first_sentence_when_asked():
+    questions = [{"id": "town#0/q0", "passage_id": "town#0", "question": "Who founded Velmora?"}]
+    backend = ChosenReplies(["Tobin Quarrel founded it. He"])
+    seen = []
+    real = backend.generate_batch
+    backend.generate_batch = lambda prompts, sampling, seed: (seen.append(sampling), real(prompts, sampling, seed))[1]
+    config = SynthConfig(max_answer_tokens=64, answer_length="sentence")
+    records, _ = answer_questions(backend, {"town#0": PASSAGE}, questions, 0.7, config, seed=0)
+    assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
+    assert ". " in seen[0].stop  # generation itself stops there

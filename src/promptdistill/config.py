@@ -24,6 +24,7 @@ from promptdistill import methods as method_table
 from promptdistill.errors import UserError, check_choice
 
 DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
+ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 
 
 @dataclass
@@ -65,6 +66,9 @@ class SynthConfig:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling cut (paper: none)"})
     max_question_tokens: int = field(default=64, metadata={"help": "length cap of a question"})
     max_answer_tokens: int = field(default=256, metadata={"help": "length cap of an answer"})
+    answer_length: str = field(
+        default="cap", metadata={"help": "cap: answers run until they end or reach max_answer_tokens (the "
+                                         "paper's); sentence: each answer ends at its first full sentence"})
     max_attempts: int = field(
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},
@@ -77,6 +81,7 @@ class SynthConfig:
             _check_positive(f"synth.{name}", getattr(self, name))
         if not 0 < self.top_p <= 1:
             raise UserError(f"synth.top_p must be in (0, 1], got {self.top_p}")
+        check_choice("synth.answer_length", self.answer_length, ANSWER_LENGTHS)
         for name in ("max_question_tokens", "max_answer_tokens", "max_attempts", "batch_size"):
             _check_positive(f"synth.{name}", getattr(self, name))
 
@@ -131,6 +136,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_answer_tokens: int = field(default=48, metadata={"help": "length cap of a test answer"})
+    answer_length: str = field(
+        default="cap", metadata={"help": "cap: test answers run until they end or reach max_answer_tokens; "
+                                         "sentence: each ends at its first full sentence"})
     batch_size: int = field(default=16, metadata={"help": "test questions per generation batch"})
     retriever: str = field(default="bm25", metadata={"help": "rag retriever: bm25 or dense"})
     rag_k: int = field(default=7, metadata={"help": "passages retrieved into the rag prompt (paper: 7)"})
@@ -149,6 +157,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
+        check_choice("eval.answer_length", self.answer_length, ANSWER_LENGTHS)
         for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples"):
             _check_positive(f"eval.{name}", getattr(self, name))
         if self.judge_url and not self.judge:

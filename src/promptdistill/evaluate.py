@@ -20,7 +20,7 @@ from collections import Counter
 
 from promptdistill.config import EvalConfig
 from promptdistill.corpus import Passage, TestQuestion, join_passages
-from promptdistill.generation import Backend, BatchStore, Sampling, generate_all
+from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
 from promptdistill.methods import Context, Method
 from promptdistill.prompts import student_prompt, teacher_prompt
 
@@ -67,16 +67,19 @@ def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
 
 
 def answer_test_questions(
-    backend: Backend, questions: list[TestQuestion], contexts: list[str] | None,
-    max_new_tokens: int, batch_size: int, description: str, store: BatchStore | None = None,
+    backend: Backend, questions: list[TestQuestion], contexts: list[str] | None, config: EvalConfig,
+    description: str, store: BatchStore | None = None,
 ) -> list[str]:
     """Greedy replies; each with its context (one per question) when given, closed-book otherwise."""
     if contexts is None:
         prompts = [student_prompt(q.question) for q in questions]
     else:
         prompts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
-    return generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
-                        batch_size=batch_size, store=store, description=description)
+    by_sentence = config.answer_length == "sentence"
+    sampling = Sampling(0.0, config.max_answer_tokens, stop=SENTENCE_ENDS if by_sentence else ())
+    replies = generate_all(backend, prompts, sampling, seed=0, batch_size=config.batch_size, store=store,
+                           description=description)
+    return [first_sentence(reply) for reply in replies] if by_sentence else replies
 
 
 def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion], passages: list[Passage],
@@ -92,8 +95,7 @@ def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion],
         retriever = make_retriever(config, passages)
         retrieved = [retriever.search(test.question, config.rag_k) for test in tests]
         contexts = [join_passages(found) for found in retrieved]
-    replies = answer_test_questions(backend, tests, contexts, config.max_answer_tokens, config.batch_size,
-                                    f"evaluating {method.name}", store)
+    replies = answer_test_questions(backend, tests, contexts, config, f"evaluating {method.name}", store)
     records = grade_all(tests, replies)
     for record, test, found in zip(records, tests, retrieved or []):
         record["retrieved"] = [passage.id for passage in found]

@@ -111,7 +111,7 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     from promptdistill.synth import answer_questions
 
     settings = config.settings(*MODEL, "seed", method.answer_temperature, "synth.top_p", "synth.max_answer_tokens",
-                               "synth.batch_size")
+                               "synth.answer_length", "synth.batch_size")
     temperature = settings[method.answer_temperature]
 
     def work():
@@ -186,7 +186,7 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """Answer the test questions with one method, grade them, write eval/METHOD.jsonl."""
     inputs = [run.test_questions, run.passages]
-    settings = [*MODEL, "eval.max_answer_tokens", "eval.batch_size"]
+    settings = [*MODEL, "eval.max_answer_tokens", "eval.answer_length", "eval.batch_size"]
     adapter = run.adapter(method.adapter) if method.adapter else None
     if adapter is not None:
         inputs.append(adapter)
@@ -225,7 +225,8 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 def report(run: RunDir, config: RunConfig) -> str:
     results = {name: method_results(*run.load_graded(name, bool(config.eval.judge)), config.eval.bootstrap_resamples,
                                     config.seed) for name in config.methods}
-    return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec))
+    return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
+                        run.stage_seconds())
 
 
 def run_all(run: RunDir, config: RunConfig) -> str:

@@ -85,16 +85,19 @@ def table_rows(results: dict[str, dict]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
-                 reference: dict[str, float] | None = None) -> str:
+                 reference: dict[str, float] | None = None, stage_seconds: dict[str, float] | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
     `reference`: the paper's published accuracy per method for the same dataset, shown beside.
+    `stage_seconds`: each stage's wall time, for a table of where the time went.
     """
+    stage_seconds = stage_seconds or {}
     if reference:
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
     table = "\n".join(table_rows(results))
     write_atomic(run_dir / "report.json",
-                 json.dumps({"methods": results, "counts": counts, "settings": settings}, indent=2) + "\n")
+                 json.dumps({"methods": results, "counts": counts, "stage_seconds": stage_seconds,
+                             "settings": settings}, indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png")
     columns = _columns(results)
     graders = "contains: some accepted answer appears in the reply as whole words; EM: exact match; " \
@@ -129,8 +132,15 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
             lines.append(f"| {method} | {rate} | {counted['judge_only']} | {counted['contains_only']} | "
                          f"{counted['unparseable']} |")
         lines.append("")
-    lines += ["![accuracy](plots/accuracy.png)", "",
-              "Per-question replies and grades: `eval/METHOD.jsonl`. Settings: `config.yaml`.", ""]
+    lines += ["![accuracy](plots/accuracy.png)", ""]
+    if stage_seconds:
+        total = sum(stage_seconds.values())
+        lines += [f"Where the time went ({total / 60:.1f} min over the stages' last runs; `manifests/STAGE.json`):", "",
+                  "| stage | seconds | share |", "|---|---|---|"]
+        lines += [f"| {stage} | {seconds:.0f} | {100 * seconds / max(total, 1e-9):.0f}% |"
+                  for stage, seconds in stage_seconds.items()]
+        lines.append("")
+    lines += ["Per-question replies and grades: `eval/METHOD.jsonl`. Settings: `config.yaml`.", ""]
     write_atomic(run_dir / "report.md", "\n".join(lines))
     return table
 

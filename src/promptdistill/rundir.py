@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,6 +88,16 @@ class RunDir:
             verdicts = [entry["judge"] for entry in read_jsonl(self.judged(method))]
         return read_jsonl(self.eval(method)), verdicts
 
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall time of each finished stage's last run, in the order the stages finished."""
+        manifests = []
+        for path in (self.path / "manifests").glob("*.json"):
+            try:
+                manifests.append(json.loads(path.read_text(encoding="utf-8")))
+            except json.JSONDecodeError:
+                continue
+        return {m["stage"]: m["seconds"] for m in sorted(manifests, key=lambda m: m.get("finished_at", ""))}
+
     def counts(self) -> dict[str, int]:
         passages = self.load_passages()
         return {
@@ -153,7 +164,7 @@ class Stage:
             "outputs": {path.relative_to(run.path).as_posix(): path_digest(path) for path in self.outputs},
             "counts": counts,
             "seconds": round(time.time() - started, 1),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "finished_at": datetime.now().isoformat(timespec="microseconds"),
             "versions": _versions(),
         }
         write_atomic(run.manifest(self.name), json.dumps(manifest, indent=2, default=str) + "\n")

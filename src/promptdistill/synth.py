@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Document, Passage, TestQuestion
-from promptdistill.generation import Backend, BatchStore, Sampling, generate_all
+from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
 from promptdistill.prompts import question_writing_prompt, rewriting_prompt, teacher_prompt
 
 STOPWORDS = frozenset(
@@ -59,7 +59,8 @@ def write_questions(
     backend: Backend, passages: list[Passage], config: SynthConfig, seed: int, store: BatchStore | None = None,
 ) -> tuple[list[dict], QuestionStats]:
     """Sample questions until each passage has its quota or `max_attempts` rounds are spent."""
-    sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p)
+    # Only a reply's first line, up to its '?', is kept: what follows is not worth generating.
+    sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p, stop=("?",))
     kept: dict[str, list[str]] = {passage.id: [] for passage in passages}
     seen: dict[str, set[str]] = {passage.id: set() for passage in passages}
     passage_words = {passage.id: content_words(passage.text) for passage in passages}
@@ -99,16 +100,20 @@ def answer_questions(
 ) -> tuple[list[dict], dict[str, int]]:
     """The expert answers each question with its passage in the prompt.
 
-    An answer cut off at the length cap is trimmed to its last full sentence (the built-in model
-    rambles past the fact it was asked for; docs/sampling.md); one with no full sentence, or an
-    empty one, is dropped, since an unfinished answer would teach the student never to stop.
+    With `answer_length` "sentence" each answer ends at its first full sentence. An answer cut off
+    at the length cap is trimmed to its last full sentence (the built-in model rambles past the
+    fact it was asked for; docs/sampling.md); one with no full sentence, or an empty one, is
+    dropped, since an unfinished answer would teach the student never to stop.
     """
     prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
-    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p)
+    by_sentence = config.answer_length == "sentence"
+    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, SENTENCE_ENDS if by_sentence else ())
     replies = generate_all(
         backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
         groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",
     )
+    if by_sentence:
+        replies = [first_sentence(reply) for reply in replies]
     records = []
     counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
     for question, answer in zip(questions, replies):

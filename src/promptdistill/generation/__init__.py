@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptdistill.config import ModelConfig
-from promptdistill.generation.core import Backend, BatchStore, Sampling, generate_all
+from promptdistill.generation.core import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
 from promptdistill.generation.local import TransformersBackend
 from promptdistill.generation.server import ServerBackend
 
-__all__ = ["Backend", "BatchStore", "Sampling", "ServerBackend", "TransformersBackend", "generate_all",
+__all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend", "TransformersBackend", "first_sentence", "generate_all",
            "make_backend"]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,16 @@ class Sampling:
     temperature: float  # 0 means greedy decoding
     max_new_tokens: int
     top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # a row ends at the first of these (kept in its reply), or at the cap
+
+
+SENTENCE_ENDS = (". ", ".\n", "! ", "!\n", "? ", "?\n")  # a reply's first sentence is over
+
+
+def first_sentence(text: str) -> str:
+    """`text` up to its first sentence end ('.', '!' or '?' before white space), or all of it."""
+    match = re.search(r"[.!?](?=\s)", text)
+    return text[:match.end()] if match else text
 
 
 class Backend(Protocol):

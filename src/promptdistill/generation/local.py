@@ -35,6 +35,9 @@ class TransformersBackend:
             top_p=None if greedy else sampling.top_p,
             top_k=None,  # the model's generation_config may set one; this samples from the whole vocabulary
             pad_token_id=self.tokenizer.pad_token_id,
+            # A row that met a stop string is finished; the batch ends when every row is.
+            stop_strings=list(sampling.stop) or None,
+            tokenizer=self.tokenizer if sampling.stop else None,
         )
         completions = output[:, batch.input_ids.shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(completions, skip_special_tokens=True)]

@@ -52,6 +52,9 @@ class ServerBackend:
             "max_tokens": sampling.max_new_tokens,
             "seed": seed,
         }
+        if sampling.stop:
+            # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
+            body.update(stop=list(sampling.stop), include_stop_str_in_output=True)
         request = urllib.request.Request(
             self.url, data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", **self._auth_header()},

@@ -1,0 +1,155 @@
+"""Where the demo's time and memory go, and what each speed lever buys: variants side by side.
+
+    python benchmarks/speed.py --run runs/demo [--answers 48] [--train-examples 64]
+
+Reuses the passages, questions and answers of a finished run. Each variant runs in its own
+process (a clean peak-memory reading) and is compared with the first variant of its kind:
+  answer   the expert answering questions open-book at T=0.7 (64-token cap): model dtype,
+           batch size, and ending each answer at its first sentence instead of the cap
+  train    one sft epoch (cross-entropy, LoRA): model dtype float32 against bfloat16
+  teacher  the cached teacher's pass over pd answers: float32 against bfloat16
+  rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
+Prints seconds, throughput and peak memory with ratios to the first variant of each kind, and
+writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = [
+    ("answer", {"dtype": "float32", "batch": 8, "stop": False}),
+    ("answer", {"dtype": "bfloat16", "batch": 8, "stop": False}),
+    ("answer", {"dtype": "float32", "batch": 32, "stop": False}),
+    ("answer", {"dtype": "float32", "batch": 8, "stop": True}),
+    ("answer", {"dtype": "bfloat16", "batch": 32, "stop": True}),
+    ("train", {"dtype": "float32"}),
+    ("train", {"dtype": "bfloat16"}),
+    ("teacher", {"dtype": "float32"}),
+    ("teacher", {"dtype": "bfloat16"}),
+    ("rag", {"k": 7}),
+    ("rag", {"k": 3}),
+]
+
+
+def measure(run_path: Path, kind: str, options: dict, answers: int, train_examples: int) -> dict:
+    """One variant, in this process."""
+    import dataclasses
+    import tempfile
+
+    from promptdistill import pipeline
+    from promptdistill.config import ModelConfig
+    from promptdistill.files import read_jsonl
+    from promptdistill.generation import SENTENCE_ENDS, Sampling, generate_all, make_backend
+    from promptdistill.methods import METHODS
+    from promptdistill.prompts import teacher_prompt
+    from promptdistill.rundir import RunDir
+
+    run = RunDir(run_path)
+    config = run.load_config()
+    model = ModelConfig(config.model.name, options.get("dtype", "float32"))
+    started = time.time()
+    result: dict = {}
+    if kind == "answer":
+        backend = make_backend(model)
+        passages = {p.id: p for p in run.load_passages()}
+        questions = read_jsonl(run.questions)[:answers]
+        prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
+        stop = SENTENCE_ENDS if options["stop"] else ()
+        started = time.time()
+        replies = generate_all(backend, prompts, Sampling(0.7, 64, 0.9, stop), seed=0, batch_size=options["batch"],
+                               groups=[q["passage_id"] for q in questions])
+        result["tokens"] = sum(backend.count_tokens(reply) for reply in replies)
+        result["items"] = len(replies)
+    elif kind in ("train", "teacher"):
+        from promptdistill.models import load_model
+
+        loaded, tokenizer = load_model(model)
+        method = METHODS["sft" if kind == "train" else "pd"]
+        examples = pipeline.training_examples(run, tokenizer, method)[:train_examples]
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.time()
+            if kind == "train":
+                from promptdistill.train.loop import train_adapter
+
+                train_config = dataclasses.replace(config.train, epochs=1)
+                train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0)
+            else:
+                from promptdistill.teacher import TeacherInput, build_teacher_cache
+
+                items = [TeacherInput(e.key, e.teacher_ids[:e.teacher_prefix_length],
+                                      e.teacher_ids[e.teacher_prefix_length:], e.answer_ids) for e in examples]
+                build_teacher_cache(loaded, items, config.train.teacher_top_k, config.train.distill_temperature,
+                                    config.synth.batch_size, Path(scratch), {})
+        result["tokens"] = sum(len(e.answer_ids) for e in examples)
+        result["items"] = len(examples)
+    elif kind == "rag":
+        from promptdistill.evaluate import evaluate_method, summarise
+
+        eval_config = dataclasses.replace(config.eval, rag_k=options["k"])
+        backend = make_backend(model)
+        started = time.time()
+        records = evaluate_method(backend, METHODS["rag"], run.load_test_questions(), run.load_passages(),
+                                  eval_config)
+        result["accuracy_contains"] = summarise(records)["contains"]
+        result["items"] = len(records)
+        result["tokens"] = sum(backend.count_tokens(r["reply"]) for r in records)
+    result["seconds"] = time.time() - started
+    result["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def label(options: dict) -> str:
+    return " ".join(f"{key}={'sentence' if key == 'stop' and value else 'cap' if key == 'stop' else value}"
+                    for key, value in options.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
+    parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
+    parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
+    parser.add_argument("--kinds", default="answer,train,teacher,rag", help="which kinds of variant to run")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
+    parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+
+    if args.variant is not None:
+        kind, options = VARIANTS[args.variant]
+        print(json.dumps(measure(args.run, kind, options, args.answers, args.train_examples)))
+        return
+
+    rows = []
+    kinds = args.kinds.split(",")
+    for number, (kind, options) in enumerate(VARIANTS):
+        if kind not in kinds:
+            continue
+        result = subprocess.run(
+            [sys.executable, __file__, "--run", str(args.run), "--variant", str(number), "--answers", str(args.answers),
+             "--train-examples", str(args.train_examples)], check=True, capture_output=True, text=True)
+        rows.append({"kind": kind, "options": options, **json.loads(result.stdout.strip().splitlines()[-1])})
+        print(f"{kind} {label(options)}: {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+    first: dict[str, dict] = {}
+    print(f"{'kind':<8} {'variant':<36} {'seconds':>8} {'x first':>8} {'tokens/s':>9} {'peak MiB':>9} {'accuracy':>9}")
+    for row in rows:
+        base = first.setdefault(row["kind"], row)
+        row["speedup"] = base["seconds"] / row["seconds"]
+        row["tokens_per_second"] = row["tokens"] / row["seconds"]
+        accuracy = f"{row['accuracy_contains']:8.1f}%" if "accuracy_contains" in row else f"{'-':>9}"
+        print(f"{row['kind']:<8} {label(row['options']):<36} {row['seconds']:8.1f} {row['speedup']:8.2f} "
+              f"{row['tokens_per_second']:9.1f} {row['peak_memory_mib']:9.0f} {accuracy}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"run": str(args.run), "answers": args.answers,
+                                    "train_examples": args.train_examples, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
