@@ -43,7 +43,8 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
         cli.main()
     assert exit_info.value.code == 0
     table = capsys.readouterr().out
-    assert [line.split()[0] for line in table.splitlines()[2:]] == ["base", "uft", "sft", "pd", "rag", "pd+rag", "open-book"]
+    assert [line.split()[0] for line in table.splitlines()[2:9]] == ["base", "uft", "sft", "pd", "rag", "pd+rag", "open-book"]
+    assert "pd - sft:" in table and "(paired over 10 questions)" in table
 
     questions = read_jsonl(out / "questions.jsonl")
     assert questions and all(q["question"].endswith("?") for q in questions)

@@ -28,7 +28,7 @@ from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
 from promptdistill.generation import BatchStore, make_backend
 from promptdistill.models import load_model, load_tokenizer, resolve_model_source
-from promptdistill.report import method_results, paper_reference, write_report
+from promptdistill.report import method_results, paired_differences, paper_reference, write_report
 from promptdistill.rundir import RunDir, Stage
 
 MODEL = ("model.name", "model.dtype")  # every stage that runs the model reads these
@@ -223,10 +223,13 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 
 
 def report(run: RunDir, config: RunConfig) -> str:
-    results = {name: method_results(*run.load_graded(name, bool(config.eval.judge)), config.eval.bootstrap_resamples,
-                                    config.seed) for name in config.methods}
+    graded = {name: run.load_graded(name, bool(config.eval.judge)) for name in config.methods}
+    resamples = config.eval.bootstrap_resamples
+    results = {name: method_results(records, verdicts, resamples, config.seed)
+               for name, (records, verdicts) in graded.items()}
+    paired = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
     return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_seconds())
+                        run.stage_seconds(), paired)
 
 
 def run_all(run: RunDir, config: RunConfig) -> str:

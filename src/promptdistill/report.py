@@ -48,6 +48,30 @@ def method_results(records: list[dict], verdicts: list[bool | None] | None, resa
     return result
 
 
+# Differences the report states as paired intervals over the same questions, when both methods ran.
+PAIRS = (("pd", "sft"), ("pd", "base"), ("pd", "rag"), ("pd+rag", "rag"))
+
+
+def paired_differences(records: dict[str, list[dict]], resamples: int, seed: int) -> dict[str, dict]:
+    """Containment of one method minus another's, question by question, with a 95% bootstrap
+    interval over questions: whether pd beats sft is then a measured statement, not two bars."""
+    differences = {}
+    for first, second in PAIRS:
+        if first not in records or second not in records:
+            continue
+        theirs = {r["id"]: r["contains"] for r in records[second]}
+        per_question = [100 * (r["contains"] - theirs[r["id"]]) for r in records[first]]
+        low, high = bootstrap_interval(per_question, resamples=resamples, seed=seed)
+        differences[f"{first} - {second}"] = {"difference": sum(per_question) / len(per_question),
+                                              "interval": [low, high], "questions": len(per_question)}
+    return differences
+
+
+def _paired_lines(paired: dict[str, dict]) -> list[str]:
+    return [f"{name}: {d['difference']:+.1f} points, 95% interval [{d['interval'][0]:+.1f}, {d['interval'][1]:+.1f}] "
+            f"(paired over {d['questions']} questions)" for name, d in paired.items()]
+
+
 def _note(method: str) -> str:
     return METHODS[method].note if method in METHODS else ""
 
@@ -85,18 +109,20 @@ def table_rows(results: dict[str, dict]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
-                 reference: dict[str, float] | None = None, stage_seconds: dict[str, float] | None = None) -> str:
+                 reference: dict[str, float] | None = None, stage_seconds: dict[str, float] | None = None,
+                 paired: dict[str, dict] | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
     `reference`: the paper's published accuracy per method for the same dataset, shown beside.
     `stage_seconds`: each stage's wall time, for a table of where the time went.
+    `paired`: paired_differences' intervals, stated under the table.
     """
-    stage_seconds = stage_seconds or {}
+    stage_seconds, paired = stage_seconds or {}, paired or {}
     if reference:
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
-    table = "\n".join(table_rows(results))
+    table = "\n".join(table_rows(results) + _paired_lines(paired))
     write_atomic(run_dir / "report.json",
-                 json.dumps({"methods": results, "counts": counts, "stage_seconds": stage_seconds,
+                 json.dumps({"methods": results, "paired": paired, "counts": counts, "stage_seconds": stage_seconds,
                              "settings": settings}, indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png")
     columns = _columns(results)
@@ -123,6 +149,9 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     if reference:
         graders += f"; paper: {PAPER_SOURCE}"
     lines += ["", f"Accuracy in percent. {graders}.", ""]
+    if paired:
+        lines += ["Differences in containment on the same questions (a difference whose interval holds 0 is "
+                  "not established):", ""] + [f"- {line}" for line in _paired_lines(paired)] + [""]
     agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
     if agreements:
         lines += ["How often the judge and containment agree (over parseable verdicts):", "",
