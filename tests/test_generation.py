@@ -113,7 +113,7 @@ def test_the_local_backend_renders_the_chat_template(tokenizer, tiny_model, monk
 
     monkeypatch.setattr(tokenizer.__class__, "__call__", spy)
     backend.generate_batch(["who founded velmora ?"], Sampling(0.0, 2), seed=0)
-    assert seen[-1] == ["<|im_start|>user who founded velmora ?<|im_end|> <|im_start|>assistant "]
+    assert "<|im_start|>user who founded velmora ?<|im_end|> <|im_start|>assistant " in seen
 
 
 def test_greedy_generation_is_deterministic_and_batch_order_is_restored(tokenizer, tiny_model):
@@ -140,3 +140,25 @@ def test_first_sentence():
     assert first_sentence("Who? Me.") == "Who?"
     assert first_sentence("Version 3.5 of it") == "Version 3.5 of it"  # no white space after the dot
     assert first_sentence("No end at all") == "No end at all"
+
+
+def test_a_shared_prompt_prefix_read_once_gives_the_same_replies(tokenizer, tiny_model, monkeypatch):
+    from promptdistill.generation import local
+
+    passage = "velmora was founded in 1623 by tobin quarrel . the lighthouse is yellow . " * 2
+    prompts = [passage + question for question in PROMPTS[:3]]
+    rows = [tokenizer(local.chat_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in prompts]
+    assert local.shared_prefix_length(rows) >= local.MIN_SHARED_PREFIX  # the passage is shared
+    backend = TransformersBackend(tiny_model, tokenizer)
+    shared = backend.generate_batch(prompts, Sampling(1.0, 6), seed=5)
+    monkeypatch.setattr(local, "MIN_SHARED_PREFIX", 10_000)  # every row read whole
+    assert backend.generate_batch(prompts, Sampling(1.0, 6), seed=5) == shared
+    assert len(set(shared)) == 3
+
+
+def test_shared_prefix_leaves_every_row_a_token_of_its_own():
+    from promptdistill.generation.local import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0

@@ -110,6 +110,8 @@ def test_the_report_says_where_the_time_went(finished):
     assert list(report["stage_seconds"])[:3] == ["prepare", "questions", "answers-sft"]  # in the order they ran
     markdown = (run.path / "report.md").read_text()
     assert "Where the time went" in markdown and "| train-pd |" in markdown
+    assert set(report["coverage"]) == {"sft", "pd"} and set(report["paired"]) == {
+        "pd - sft", "pd - base", "pd - rag", "pd+rag - rag"}
 
 
 def test_distillation_temperature_retrains_pd_only(finished, ran):

@@ -31,3 +31,17 @@ def test_the_report_states_paired_differences(tmp_path):
     assert table.splitlines()[-1] == "pd - sft: +12.5 points, 95% interval [+2.0, +24.0] (paired over 40 questions)"
     assert "- pd - sft: +12.5 points" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["paired"] == paired
+
+
+def test_coverage_counts_test_questions_whose_answer_some_training_answer_of_their_document_holds():
+    from promptdistill.report import answer_coverage
+
+    tests = [{"question": "who founded velmora?", "answers": ["Tobin Quarrel"], "doc_id": "town"},
+             {"question": "what colour?", "answers": ["yellow"], "doc_id": "town"},
+             {"question": "how long is it?", "answers": ["96 steps"], "doc_id": "river"}]
+    passage_docs = {"town#0": "town", "river#0": "river"}
+    questions = [{"id": "town#0/q0", "passage_id": "town#0"}, {"id": "river#0/q0", "passage_id": "river#0"}]
+    answers = [{"question_id": "town#0/q0", "answer": "It was founded by Tobin Quarrel."},
+               {"question_id": "river#0/q0", "answer": "It is yellow."}]  # yellow, but about another document
+    assert answer_coverage(tests, passage_docs, questions, answers) == {"covered": pytest.approx(100 / 3),
+                                                                         "questions": 3}

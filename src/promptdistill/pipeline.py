@@ -8,7 +8,7 @@
     train      answers or passages -> adapters/METHOD/ (LoRA, checkpoints per epoch)
     evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first)
     judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (when eval.judge is set)
-    report     eval/ -> report.md, report.json, plots/accuracy.png
+    report     eval/ -> report.md, report.json, plots/accuracy.png (report.py)
 
 Each stage is a `Stage` (rundir.py) naming the settings it reads and the files it reads and
 writes, so a finished stage is skipped and a stage whose settings or inputs changed runs again.
@@ -28,7 +28,7 @@ from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
 from promptdistill.generation import BatchStore, make_backend
 from promptdistill.models import load_model, load_tokenizer, resolve_model_source
-from promptdistill.report import method_results, paired_differences, paper_reference, write_report
+from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
 
 MODEL = ("model.name", "model.dtype")  # every stage that runs the model reads these
@@ -222,16 +222,6 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
           [run.eval(method.name)], [run.judged(method.name)]).run(run, work)
 
 
-def report(run: RunDir, config: RunConfig) -> str:
-    graded = {name: run.load_graded(name, bool(config.eval.judge)) for name in config.methods}
-    resamples = config.eval.bootstrap_resamples
-    results = {name: method_results(records, verdicts, resamples, config.seed)
-               for name, (records, verdicts) in graded.items()}
-    paired = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
-    return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_seconds(), paired)
-
-
 def run_all(run: RunDir, config: RunConfig) -> str:
     """Every stage the chosen methods need, in order; finished ones are skipped."""
     trained = methods.trained(config.methods)
@@ -246,4 +236,4 @@ def run_all(run: RunDir, config: RunConfig) -> str:
         evaluate(run, config, methods.METHODS[name])
         if config.eval.judge:
             judge(run, config, methods.METHODS[name])
-    return report(run, config)
+    return report_run(run, config)

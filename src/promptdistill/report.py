@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptdistill.evaluate import summarise
-from promptdistill.files import write_atomic
+from promptdistill import methods
+from promptdistill.config import RunConfig
+from promptdistill.evaluate import contains, summarise
+from promptdistill.files import read_jsonl, write_atomic
 from promptdistill.judge import agreement
-from promptdistill.methods import METHODS
+from promptdistill.rundir import RunDir
 from promptdistill.stats import bootstrap_interval
 
 
@@ -32,6 +34,20 @@ def paper_reference(spec: str) -> dict[str, float] | None:
     family, _, rest = spec.partition(":")
     subset = rest.partition(":")[0]
     return PAPER_TABLE_2.get(subset) if family in ("squadshifts", "paper") else None
+
+
+def report_run(run: RunDir, config: RunConfig) -> str:
+    """The report of a run directory, from the graded replies of every chosen method; returns the table."""
+    graded = {name: run.load_graded(name, bool(config.eval.judge)) for name in config.methods}
+    resamples = config.eval.bootstrap_resamples
+    results = {name: method_results(records, verdicts, resamples, config.seed)
+               for name, (records, verdicts) in graded.items()}
+    paired = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
+    tests, docs = read_jsonl(run.test_questions), {p.id: p.doc_id for p in run.load_passages()}
+    coverage = {m.name: answer_coverage(tests, docs, read_jsonl(run.questions), read_jsonl(run.answers(m.name)))
+                for m in methods.trained(config.methods) if m.trains_on_answers and run.answers(m.name).is_file()}
+    return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
+                        run.stage_seconds(), paired, coverage)
 
 
 def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
@@ -67,13 +83,32 @@ def paired_differences(records: dict[str, list[dict]], resamples: int, seed: int
     return differences
 
 
+def answer_coverage(tests: list[dict], passage_docs: dict[str, str], questions: list[dict],
+                    answers: list[dict]) -> dict:
+    """The share of test questions with an accepted answer inside some training answer about their
+    document: below it, a miss comes from the questions the expert wrote, not from learning.
+    Computed after training, from files training never read test questions into."""
+    doc_of_question = {q["id"]: passage_docs[q["passage_id"]] for q in questions}
+    texts_by_doc: dict[str, list[str]] = {}
+    for answer in answers:
+        texts_by_doc.setdefault(doc_of_question[answer["question_id"]], []).append(answer["answer"])
+    covered = sum(any(contains(text, accepted) for text in texts_by_doc.get(test["doc_id"], [])
+                      for accepted in test["answers"]) for test in tests)
+    return {"covered": 100 * covered / len(tests), "questions": len(tests)}
+
+
 def _paired_lines(paired: dict[str, dict]) -> list[str]:
     return [f"{name}: {d['difference']:+.1f} points, 95% interval [{d['interval'][0]:+.1f}, {d['interval'][1]:+.1f}] "
             f"(paired over {d['questions']} questions)" for name, d in paired.items()]
 
 
+def _coverage_lines(coverage: dict[str, dict]) -> list[str]:
+    return [f"{method} training answers hold an accepted answer for {c['covered']:.0f}% of the test questions "
+            f"(the most {method} could learn from them)" for method, c in coverage.items()]
+
+
 def _note(method: str) -> str:
-    return METHODS[method].note if method in METHODS else ""
+    return methods.METHODS[method].note if method in methods.METHODS else ""
 
 
 def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
@@ -110,19 +145,20 @@ def table_rows(results: dict[str, dict]) -> list[str]:
 
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
                  reference: dict[str, float] | None = None, stage_seconds: dict[str, float] | None = None,
-                 paired: dict[str, dict] | None = None) -> str:
+                 paired: dict[str, dict] | None = None, coverage: dict[str, dict] | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
     `reference`: the paper's published accuracy per method for the same dataset, shown beside.
     `stage_seconds`: each stage's wall time, for a table of where the time went.
     `paired`: paired_differences' intervals, stated under the table.
+    `coverage`: answer_coverage of each method's training answers.
     """
-    stage_seconds, paired = stage_seconds or {}, paired or {}
+    stage_seconds, paired, coverage = stage_seconds or {}, paired or {}, coverage or {}
     if reference:
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
-    table = "\n".join(table_rows(results) + _paired_lines(paired))
+    table = "\n".join(table_rows(results) + _paired_lines(paired) + _coverage_lines(coverage))
     write_atomic(run_dir / "report.json",
-                 json.dumps({"methods": results, "paired": paired, "counts": counts, "stage_seconds": stage_seconds,
+                 json.dumps({"methods": results, "paired": paired, "coverage": coverage, "counts": counts, "stage_seconds": stage_seconds,
                              "settings": settings}, indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png")
     columns = _columns(results)
@@ -152,6 +188,8 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     if paired:
         lines += ["Differences in containment on the same questions (a difference whose interval holds 0 is "
                   "not established):", ""] + [f"- {line}" for line in _paired_lines(paired)] + [""]
+    if coverage:
+        lines += [f"- {line}" for line in _coverage_lines(coverage)] + [""]
     agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
     if agreements:
         lines += ["How often the judge and containment agree (over parseable verdicts):", "",
