@@ -103,3 +103,19 @@ def test_stage_command_on_a_folder_that_is_not_a_run(tmp_path, monkeypatch, caps
 def test_usage_errors_exit_non_zero(monkeypatch, capsys):
     code, _ = run_cli(monkeypatch, capsys, "run", "--docs")
     assert code == 2
+
+
+def test_demo_is_quick_unless_full(monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(docs, tests, out, model, methods, config, overrides, preset=None):
+        from promptdistill.config import resolve_config
+
+        seen[str(out)] = resolve_config(config, overrides, preset)
+
+    monkeypatch.setattr(cli, "_run", fake_run)
+    assert run_cli(monkeypatch, capsys, "demo")[0] == 0
+    assert run_cli(monkeypatch, capsys, "demo", "--full")[0] == 0
+    quick, full = seen["runs/demo"], seen["runs/demo-full"]
+    assert (quick.synth.answer_length, full.synth.answer_length) == ("sentence", "cap")
+    assert quick.synth.question_temperature == full.synth.question_temperature == 0.7  # the model's preset: both

@@ -3,7 +3,7 @@
 Resolution order, later wins:
   dataclass defaults (the paper's settings)
   -> the model's preset (the built-in model ships one: configs/smollm2-135m.yaml)
-  -> --preset NAME (configs/NAME.yaml: paper, cpu-smoke)
+  -> --preset NAME (configs/NAME.yaml: paper, cpu-smoke; `promptdistill demo` uses demo)
   -> --config FILE.yaml
   -> --set section.field=value, repeatable
 
