@@ -120,11 +120,16 @@ def local_model_path(name: str) -> str:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 where the hardware computes in it natively (a recent GPU; a CPU with
+    AVX512-BF16 or AMX, where generation runs 1.5x and the teacher pass 1.7x faster than in
+    float32: docs/speed.md), float32 elsewhere."""
     if dtype != "auto":
         return getattr(torch, dtype)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.bfloat16 if native else torch.float32
 
 
 def default_device() -> torch.device:
