@@ -129,6 +129,8 @@ class ChatCompletionsHandler(BaseHTTPRequestHandler):
                               "body": body})
         if self.path.startswith("/denied"):
             self._send(401, {"error": {"message": f"Incorrect API key: {self.headers.get('Authorization')}"}})
+        elif self.path.startswith("/echo"):  # a 200 that is no completion, echoing the request's headers
+            self._send(200, {"headers": dict(self.headers)})
         else:
             content = canned_judgement(body["messages"][0]["content"])
             self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
@@ -186,6 +188,16 @@ def test_openai_backend_keeps_the_key_out_of_errors(server, monkeypatch):
         backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
     assert "HTTP 401" in str(raised.value) and SECRET not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_a_reply_that_is_no_completion_is_reported_without_the_key(server, monkeypatch):
+    url, _ = server
+    monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
+    backend = ServerBackend(url + "/echo/v1", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
+    with pytest.raises(RuntimeError) as raised:
+        backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
+    assert "unexpected reply" in str(raised.value) and "Bearer ***" in str(raised.value)
+    assert SECRET not in str(raised.value)
 
 
 def test_openai_backend_needs_its_key_variable_unless_told_none(server, monkeypatch):
