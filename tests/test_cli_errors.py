@@ -1,5 +1,6 @@
 """Bad input: a clear message naming the file, line or option, exit code 2, nothing damaged."""
 
+import dataclasses
 import json
 import sys
 
@@ -117,5 +118,8 @@ def test_demo_is_quick_unless_full(monkeypatch, capsys):
     assert run_cli(monkeypatch, capsys, "demo")[0] == 0
     assert run_cli(monkeypatch, capsys, "demo", "--full")[0] == 0
     quick, full = seen["runs/demo"], seen["runs/demo-full"]
-    assert (quick.synth.answer_length, full.synth.answer_length) == ("sentence", "cap")
-    assert quick.synth.question_temperature == full.synth.question_temperature == 0.7  # the model's preset: both
+    assert (quick.synth.batch_size, full.synth.batch_size) == (32, 8)
+    assert "pd+rag" not in quick.methods and "pd+rag" in full.methods
+    # What is learned stays the same: the built-in model's questions and answers, in both.
+    assert quick.synth == dataclasses.replace(full.synth, batch_size=32)
+    assert quick.train == full.train
