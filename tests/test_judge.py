@@ -180,24 +180,18 @@ def test_openai_backend_judges_through_a_chat_completions_server(server, monkeyp
     assert asked == sorted(judge_prompt(r["question"], r["answers"], r["reply"]) for r in RECORDS)
 
 
-def test_openai_backend_keeps_the_key_out_of_errors(server, monkeypatch):
+@pytest.mark.parametrize("path, what", [
+    ("/denied/v1", "HTTP 401"),  # an error that echoes the key
+    ("/echo/v1", "unexpected reply"),  # a 200 that is no completion and echoes the request's headers
+])
+def test_openai_backend_keeps_the_key_out_of_errors(server, monkeypatch, path, what):
     url, _ = server
     monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
-    backend = ServerBackend(url + "/denied/v1", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
+    backend = ServerBackend(url + path, "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
     with pytest.raises(RuntimeError) as raised:
         backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
-    assert "HTTP 401" in str(raised.value) and SECRET not in str(raised.value)
+    assert what in str(raised.value) and "Bearer ***" in str(raised.value) and SECRET not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
-
-
-def test_a_reply_that_is_no_completion_is_reported_without_the_key(server, monkeypatch):
-    url, _ = server
-    monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
-    backend = ServerBackend(url + "/echo/v1", "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
-    with pytest.raises(RuntimeError) as raised:
-        backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
-    assert "unexpected reply" in str(raised.value) and "Bearer ***" in str(raised.value)
-    assert SECRET not in str(raised.value)
 
 
 def test_openai_backend_needs_its_key_variable_unless_told_none(server, monkeypatch):
