@@ -218,8 +218,8 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         write_jsonl(run.judged(method.name), [{"id": r["id"], "judge": v} for r, v in zip(records, verdicts)])
         return {"judged": len(verdicts), "unparseable": sum(v is None for v in verdicts)}
 
-    Stage(f"judge-{method.name}", config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens"),
-          [run.eval(method.name)], [run.judged(method.name)]).run(run, work)
+    judge_settings = config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens", "model.dtype")
+    Stage(f"judge-{method.name}", judge_settings, [run.eval(method.name)], [run.judged(method.name)]).run(run, work)
 
 
 def run_all(run: RunDir, config: RunConfig) -> str:
