@@ -133,13 +133,24 @@ def test_a_stop_string_ends_each_row_where_it_first_appears(tokenizer, tiny_mode
     assert stopped == [" ".join(words[:2]), free[1]]  # the other row, which never met it, runs on
 
 
-def test_first_sentence():
-    from promptdistill.generation import first_sentence
+def test_a_reply_is_cut_at_the_end_of_its_first_stop_string():
+    from promptdistill.generation import SENTENCE_ENDS, cut_at_stop
 
+    first_sentence = lambda text: cut_at_stop(text, SENTENCE_ENDS)  # noqa: E731
     assert first_sentence("It was 1623. Then it") == "It was 1623."
     assert first_sentence("Who? Me.") == "Who?"
     assert first_sentence("Version 3.5 of it") == "Version 3.5 of it"  # no white space after the dot
     assert first_sentence("No end at all") == "No end at all"
+    assert cut_at_stop("Who built it? And", ()) == "Who built it? And"  # no stop: untouched
+
+
+def test_generate_all_cuts_each_reply_at_its_stop():
+    class RunsPastTheStop(EchoBackend):
+        def generate_batch(self, prompts, sampling, seed):
+            return ["Tobin built it. He", "Who built it? The"]
+
+    replies = generate_all(RunsPastTheStop(), ["a", "b"], Sampling(0.0, 8, stop=(". ", "? ")), seed=0, batch_size=2)
+    assert replies == ["Tobin built it.", "Who built it?"]
 
 
 def test_a_shared_prompt_prefix_read_once_gives_the_same_replies(tokenizer, tiny_model, monkeypatch):

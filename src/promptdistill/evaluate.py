@@ -20,7 +20,7 @@ from collections import Counter
 
 from promptdistill.config import EvalConfig
 from promptdistill.corpus import Passage, TestQuestion, join_passages
-from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
+from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, generate_all
 from promptdistill.methods import Context, Method
 from promptdistill.prompts import student_prompt, teacher_prompt
 
@@ -75,11 +75,9 @@ def answer_test_questions(
         prompts = [student_prompt(q.question) for q in questions]
     else:
         prompts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
-    by_sentence = config.answer_length == "sentence"
-    sampling = Sampling(0.0, config.max_answer_tokens, stop=SENTENCE_ENDS if by_sentence else ())
-    replies = generate_all(backend, prompts, sampling, seed=0, batch_size=config.batch_size, store=store,
-                           description=description)
-    return [first_sentence(reply) for reply in replies] if by_sentence else replies
+    stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
+    return generate_all(backend, prompts, Sampling(0.0, config.max_answer_tokens, stop=stop), seed=0,
+                        batch_size=config.batch_size, store=store, description=description)
 
 
 def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion], passages: list[Passage],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Document, Passage, TestQuestion
-from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
+from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, generate_all
 from promptdistill.prompts import question_writing_prompt, rewriting_prompt, teacher_prompt
 
 STOPWORDS = frozenset(
@@ -106,14 +106,12 @@ def answer_questions(
     dropped, since an unfinished answer would teach the student never to stop.
     """
     prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
-    by_sentence = config.answer_length == "sentence"
-    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, SENTENCE_ENDS if by_sentence else ())
+    stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
+    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop)
     replies = generate_all(
         backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
         groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",
     )
-    if by_sentence:
-        replies = [first_sentence(reply) for reply in replies]
     records = []
     counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
     for question, answer in zip(questions, replies):

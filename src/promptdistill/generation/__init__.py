@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptdistill.config import ModelConfig
-from promptdistill.generation.core import SENTENCE_ENDS, Backend, BatchStore, Sampling, first_sentence, generate_all
+from promptdistill.generation.core import SENTENCE_ENDS, Backend, BatchStore, Sampling, cut_at_stop, generate_all
 from promptdistill.generation.local import TransformersBackend
 from promptdistill.generation.server import ServerBackend
 
-__all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend", "TransformersBackend", "first_sentence", "generate_all",
-           "make_backend"]
+__all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend", "TransformersBackend",
+           "cut_at_stop", "generate_all", "make_backend"]
 
 
 def make_backend(model: ModelConfig, adapter: Path | None = None, server_url: str = "",

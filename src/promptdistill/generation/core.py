@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,16 +28,17 @@ class Sampling:
     temperature: float  # 0 means greedy decoding
     max_new_tokens: int
     top_p: float = 1.0
-    stop: tuple[str, ...] = ()  # a row ends at the first of these (kept in its reply), or at the cap
+    stop: tuple[str, ...] = ()  # a reply ends at the first of these (kept in it), or at the cap
 
 
 SENTENCE_ENDS = (". ", ".\n", "! ", "!\n", "? ", "?\n")  # a reply's first sentence is over
 
 
-def first_sentence(text: str) -> str:
-    """`text` up to its first sentence end ('.', '!' or '?' before white space), or all of it."""
-    match = re.search(r"[.!?](?=\s)", text)
-    return text[:match.end()] if match else text
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """`text` up to the end of its first stop string, or all of it. A backend may run a token past
+    the stop (". The" is one token after "it"); what follows the stop is no part of the reply."""
+    ends = [text.index(s) + len(s) for s in stop if s in text]
+    return text[:min(ends)].strip() if ends else text
 
 
 class Backend(Protocol):
@@ -141,6 +141,6 @@ def generate_all(
                 if store:
                     store.put(key, texts)
             for i, text in zip(indices, texts):
-                replies[i] = text
+                replies[i] = cut_at_stop(text, sampling.stop)
             progress.update(len(indices))
     return replies  # type: ignore[return-value]
