@@ -43,9 +43,13 @@ def report_run(run: RunDir, config: RunConfig) -> str:
     results = {name: method_results(records, verdicts, resamples, config.seed)
                for name, (records, verdicts) in graded.items()}
     paired = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
-    tests, docs = read_jsonl(run.test_questions), {p.id: p.doc_id for p in run.load_passages()}
-    coverage = {m.name: answer_coverage(tests, docs, read_jsonl(run.questions), read_jsonl(run.answers(m.name)))
-                for m in methods.trained(config.methods) if m.trains_on_answers and run.answers(m.name).is_file()}
+    answered = [m.name for m in methods.trained(config.methods)
+                if m.trains_on_answers and run.answers(m.name).is_file()]
+    coverage = {}
+    if answered:
+        tests, questions = read_jsonl(run.test_questions), read_jsonl(run.questions)
+        docs = {passage.id: passage.doc_id for passage in run.load_passages()}
+        coverage = {name: answer_coverage(tests, docs, questions, read_jsonl(run.answers(name))) for name in answered}
     return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
                         run.stage_seconds(), paired, coverage)
 
@@ -158,7 +162,8 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
     table = "\n".join(table_rows(results) + _paired_lines(paired) + _coverage_lines(coverage))
     write_atomic(run_dir / "report.json",
-                 json.dumps({"methods": results, "paired": paired, "coverage": coverage, "counts": counts, "stage_seconds": stage_seconds,
+                 json.dumps({"methods": results, "paired": paired, "coverage": coverage, "counts": counts,
+                             "stage_seconds": stage_seconds,
                              "settings": settings}, indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png")
     columns = _columns(results)
