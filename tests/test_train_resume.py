@@ -1,3 +1,6 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -55,7 +58,39 @@ def test_interrupted_training_resumes_to_the_same_adapter(tokenizer, tmp_path, m
     assert expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)
-    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-3"]
+
+
+def test_every_checkpoint_is_kept_when_asked(tokenizer, tmp_path):
+    batch = examples(tokenizer) * 3
+    config = dataclasses.replace(CONFIG, keep_checkpoints="all")
+    loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, batch, METHODS["sft"], config, tmp_path, seed=7)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-1", "epoch-2", "epoch-3"]
+
+
+def test_a_new_adapter_replaces_the_old_one_without_deleting_it_first(tmp_path, monkeypatch):
+    from promptdistill import files
+
+    target, staging = tmp_path / "adapter", tmp_path / "adapter.tmp"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    staging.mkdir()
+    (staging / "weights").write_text("new")
+    real_replace = files.os.replace
+
+    def crash_on_second_rename(source, destination):
+        if Path(source) == staging:
+            raise OSError("killed")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "replace", crash_on_second_rename)
+    with pytest.raises(OSError):
+        files.replace_folder(staging, target)
+    assert sorted(path.read_text() for path in tmp_path.rglob("weights")) == ["new", "old"]  # both still on disk
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    files.replace_folder(staging, target)
+    assert (target / "weights").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]
 
 
 def test_training_lowers_the_loss(tokenizer, tmp_path):

@@ -98,6 +98,9 @@ class TrainConfig:
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_output_layer: bool = field(
+        default=False, metadata={"help": "adapt the output layer too (the paper's setting); a tied output "
+                                         "layer is adapted alone, its input embeddings stay as they are"})
     distill_temperature: float = field(
         default=2.0, metadata={"help": "temperature of the teacher and student in the KL (paper: 2)"}
     )
@@ -114,11 +117,15 @@ class TrainConfig:
     )
     jsd_beta: float = field(
         default=0.5, metadata={"help": "jsd's mixture weight of the teacher, in (0, 1) (TRL's GKD convention)"})
+    keep_checkpoints: str = field(
+        default="last", metadata={"help": "last: only the newest epoch's checkpoint is kept (all that resuming "
+                                          "needs); all: every epoch's"})
     uft_epochs: int = field(default=3, metadata={"help": "epochs of uft, next-token training on the passages (paper: 3)"})
 
     def __post_init__(self):
         check_choice("train.teacher", self.teacher, ("cached", "online"))
         check_choice("train.divergence", self.divergence, DIVERGENCES)
+        check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
         if not 0 < self.jsd_beta < 1:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",

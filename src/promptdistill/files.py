@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +21,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, shareable_mode())  # mkstemp makes 0600; a run directory holds no secret
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -28,6 +30,29 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def shareable_mode() -> int:
+    """The mode a new file gets from open(): 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder `staging` in `target`'s place. A folder cannot be renamed over a
+    non-empty one, so an existing `target` is first moved aside (kept until the new one is in
+    place), never deleted before its replacement is there. Its files get the shareable mode
+    (safetensors writes 0600)."""
+    for file in staging.rglob("*"):
+        if file.is_file():
+            os.chmod(file, shareable_mode())
+    previous = target.with_name(f".{target.name}.previous")
+    if target.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(target, previous)
+    os.replace(staging, target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
+from promptdistill.files import replace_folder
 from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
@@ -118,7 +118,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                         "seconds": round(time.time() - epoch_started, 2)})
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
         if accelerator.is_main_process:
-            save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1)
+            save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1,
+                            keep_earlier=config.keep_checkpoints == "all")
         accelerator.wait_for_everyone()
 
     metrics = {"method": method.name, "examples": len(examples), "epochs": history}
@@ -126,21 +127,22 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         final = accelerator.unwrap_model(student)
         staging = out_dir / "adapter.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        final.save_pretrained(staging)
-        shutil.rmtree(out_dir / "adapter", ignore_errors=True)
-        os.replace(staging, out_dir / "adapter")
+        final.save_pretrained(staging, save_embedding_layers=False)  # frozen base weights stay out
+        replace_folder(staging, out_dir / "adapter")
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     student = accelerator.unwrap_model(student)
     student.eval()
     return metrics
 
 
-def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir: Path, epoch: int) -> None:
-    """Write OUT/checkpoints/epoch-N atomically: a half-written checkpoint is never resumed from."""
+def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir: Path, epoch: int,
+                    keep_earlier: bool = False) -> None:
+    """Write OUT/checkpoints/epoch-N atomically: a half-written checkpoint is never resumed from.
+    Earlier epochs' checkpoints are removed once it is in place, unless `keep_earlier`."""
     target = out_dir / "checkpoints" / f"epoch-{epoch}"
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    student.save_pretrained(staging)
+    student.save_pretrained(staging, save_embedding_layers=False)
     torch.save(
         {"epoch": epoch, "history": history, "optimizer": optimizer.state_dict(),
          "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -148,13 +150,20 @@ def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir:
          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         staging / "training_state.pt",
     )
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    replace_folder(staging, target)
+    if not keep_earlier:
+        for earlier in checkpoints(out_dir):
+            if earlier != target:
+                shutil.rmtree(earlier)
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    found = [path for path in (out_dir / "checkpoints").glob("epoch-*") if path.name[6:].isdigit()]
+    return sorted(found, key=lambda path: int(path.name[6:]))
 
 
 def last_checkpoint(out_dir: Path) -> Path | None:
-    checkpoints = [path for path in (out_dir / "checkpoints").glob("epoch-*") if path.name[6:].isdigit()]
-    return max(checkpoints, key=lambda path: int(path.name[6:]), default=None)
+    return (checkpoints(out_dir) or [None])[-1]
 
 
 def resume(student, optimizer, scheduler, checkpoint: Path) -> tuple[int, list[dict]]:
