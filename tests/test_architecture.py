@@ -17,7 +17,7 @@ LAYERS = [
     {"train"},
     {"evaluate", "judge"},
     {"report"},
-    {"pipeline"},
+    {"pipeline", "chat", "export"},
     {"cli", "__main__"},
 ]
 PACKAGE = Path(promptdistill.__file__).parent

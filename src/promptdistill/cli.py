@@ -3,6 +3,7 @@
     promptdistill demo                                   # the whole pipeline on bundled documents
     promptdistill run --docs DIR --test-questions Q.jsonl --out runs/NAME [--model M]
     promptdistill questions|answers|train|evaluate|report runs/NAME   # one stage on a run dir
+    promptdistill ask|chat|export|serve runs/NAME        # use the trained model
 
 Settings come from the paper's defaults, the model's preset, `--config FILE.yaml` and
 `--set section.field=value` (repeatable), in that order; `runs/NAME/config.yaml` records them.
@@ -249,6 +250,82 @@ def report(run_dir: Path = RunDirArgument) -> None:
 
     run, run_config = _stage_config(run_dir, [])
     _finish(report_run(run, run_config), run_dir)
+
+
+UseMethodOption = typer.Option("pd", "--method", help="base or a trained method (uft, sft, pd)")
+
+
+def _run_config(run_dir: Path, overrides: list[str]):
+    """A finished run's settings, with `--set` applied for this command only (nothing is recorded)."""
+    from promptdistill.rundir import RunDir
+
+    run = RunDir(run_dir)
+    return run, run.load_config(overrides)
+
+
+@app.command()
+def ask(run_dir: Path = RunDirArgument, question: str = typer.Argument(..., help="the question"),
+        method: str = UseMethodOption, rag: bool = typer.Option(False, "--rag", help="add the retrieved passages"),
+        overrides: list[str] = SetOption) -> None:
+    """One answer from the trained model, closed-book unless --rag, decoded as in evaluation."""
+    from promptdistill.chat import ask as answer
+
+    print(answer(*_run_config(run_dir, overrides), question, method, rag))
+
+
+@app.command()
+def chat(run_dir: Path = RunDirArgument, method: str = UseMethodOption,
+         max_tokens: int = typer.Option(256, help="length cap of a reply"),
+         temperature: float = typer.Option(0.0, help="0: greedy, the same reply every time"),
+         overrides: list[str] = SetOption) -> None:
+    """Talk to the trained model in the terminal (replies streamed; /method, /reset, /exit)."""
+    import readline  # noqa: F401  (line editing and history for input())
+
+    from promptdistill.chat import ChatModel, chat_session
+
+    model = ChatModel(*_run_config(run_dir, overrides), method, max_tokens, temperature)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    chat_session(model, input, write)
+
+
+@app.command()
+def export(run_dir: Path = RunDirArgument, method: str = UseMethodOption,
+           out: Path = typer.Option(..., help="folder to write (an earlier export there is replaced)"),
+           adapter_only: bool = typer.Option(False, "--adapter-only", help="the PEFT adapter folder, unmerged")) -> None:
+    """A folder that transformers and vLLM load: the adapter merged into the weights, with a model card."""
+    from promptdistill.export import export_model
+
+    written = export_model(*_run_config(run_dir, []), method, out, adapter_only)
+    console.print(f"exported {method} to {written}")
+
+
+@app.command()
+def serve(target: Path = typer.Argument(..., help="a run directory, or a folder made by `promptdistill export`"),
+          method: str = UseMethodOption,
+          host: str = typer.Option("127.0.0.1", help="address to listen on"),
+          port: int = typer.Option(8000, help="port to listen on"),
+          server: str = typer.Option("auto", help="transformers, vllm, or auto (vllm on a GPU where installed)")) -> None:
+    """An OpenAI-compatible endpoint of the trained model, through `transformers serve` or `vllm serve`."""
+    from promptdistill.export import current_export, server_command
+
+    if (target / "config.yaml").is_file():
+        model_dir = current_export(*_run_config(target, []), method)
+    elif (target / "config.json").is_file():
+        model_dir = target
+    else:
+        raise UserError(f"{target}: neither a run directory (config.yaml) nor a model folder (config.json)")
+    command = server_command(model_dir, host, port, server)
+    console.print(f"serving {model_dir} at http://{host}:{port}/v1 (model name: {command[2]}); Ctrl-C stops it")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:  # the server takes this process's place: Ctrl-C and kill reach it, and nothing is left behind
+        os.execvp(command[0], command)
+    except OSError as error:
+        raise UserError(f"cannot start {command[0]}: {error.strerror}") from None
 
 
 def main() -> None:

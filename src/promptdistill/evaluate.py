@@ -66,15 +66,16 @@ def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
     return join_passages([passage for passage in passages if passage.doc_id == question.doc_id])
 
 
-def answer_test_questions(
-    backend: Backend, questions: list[TestQuestion], contexts: list[str] | None, config: EvalConfig,
+def answer_questions(
+    backend: Backend, questions: list[str], contexts: list[str] | None, config: EvalConfig,
     description: str, store: BatchStore | None = None,
 ) -> list[str]:
-    """Greedy replies; each with its context (one per question) when given, closed-book otherwise."""
+    """Greedy replies; each with its context (one per question) when given, closed-book otherwise.
+    Evaluation and `promptdistill ask` both answer through here, with the same prompt and decoding."""
     if contexts is None:
-        prompts = [student_prompt(q.question) for q in questions]
+        prompts = [student_prompt(question) for question in questions]
     else:
-        prompts = [teacher_prompt(context, q.question) for q, context in zip(questions, contexts)]
+        prompts = [teacher_prompt(context, question) for question, context in zip(questions, contexts)]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
     return generate_all(backend, prompts, Sampling(0.0, config.max_answer_tokens, stop=stop), seed=0,
                         batch_size=config.batch_size, store=store, description=description)
@@ -93,7 +94,8 @@ def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion],
         retriever = make_retriever(config, passages)
         retrieved = [retriever.search(test.question, config.rag_k) for test in tests]
         contexts = [join_passages(found) for found in retrieved]
-    replies = answer_test_questions(backend, tests, contexts, config, f"evaluating {method.name}", store)
+    replies = answer_questions(backend, [test.question for test in tests], contexts, config,
+                               f"evaluating {method.name}", store)
     records = grade_all(tests, replies)
     for record, test, found in zip(records, tests, retrieved or []):
         record["retrieved"] = [passage.id for passage in found]

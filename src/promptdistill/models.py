@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,20 +173,44 @@ def chat_prompt(tokenizer, user_text: str) -> str:
 
 
 def add_lora(model, train: TrainConfig):
-    """Wrap `model` in a fresh LoRA adapter on every linear layer (the output layer excluded)."""
+    """Wrap `model` in a fresh LoRA adapter on every linear layer; the output layer too with
+    `train.lora_output_layer` (peft's "all-linear" leaves it out)."""
     from peft import LoraConfig, get_peft_model
 
+    targets = "all-linear"
+    if train.lora_output_layer:
+        targets = sorted({name.split(".")[-1] for name, module in model.named_modules()
+                          if isinstance(module, torch.nn.Linear)})
     lora = LoraConfig(
         r=train.lora_rank, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
-        target_modules="all-linear", task_type="CAUSAL_LM",
+        target_modules=targets, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft warns about a tied output layer; merged_model unties it
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
+        return get_peft_model(model, lora)
 
 
-def load_adapter(model, adapter_dir: Path):
+def load_adapter(model, adapter_dir: Path, name: str = "default"):
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
+        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
+
+
+def merged_model(model):
+    """A PeftModel's adapter merged into its weights: a plain transformers model.
+
+    An output layer that shares its matrix with the input embeddings (tied) and carries the
+    adapter is untied first; merging into the shared matrix would change the input embeddings too.
+    """
+    base = model.get_base_model()
+    output = base.get_output_embeddings()
+    output_layer = getattr(output, "base_layer", output)  # a LoRA layer wraps the original
+    if output_layer is not output and output_layer.weight is base.get_input_embeddings().weight:
+        output_layer.weight = torch.nn.Parameter(output_layer.weight.detach().clone(), requires_grad=False)
+        base.config.tie_word_embeddings = False
+    return model.merge_and_unload()
 
 
 def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int) -> torch.Tensor:

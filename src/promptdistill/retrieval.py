@@ -9,6 +9,7 @@ Ties are broken by passage order, so a search always returns the same list.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,7 @@ class BM25Retriever:
     def __init__(self, passages: list[Passage]):
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on its own logger
         self.passages = _require_passages(passages)
         self._index = bm25s.BM25()
         self._index.index([tokenise(p.text) for p in self.passages], show_progress=False)

@@ -54,6 +54,10 @@ class RunDir:
     def adapter(self, method: str) -> Path:
         return self.adapter_dir(method) / "adapter"
 
+    def export(self, method: str) -> Path:
+        """The merged model `promptdistill serve RUN` serves (`promptdistill export` writes anywhere)."""
+        return self.path / "export" / method
+
     def eval(self, method: str) -> Path:
         return self.path / "eval" / f"{method}.jsonl"
 

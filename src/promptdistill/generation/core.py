@@ -129,9 +129,9 @@ def generate_all(
     groups: list[str] | None = None,
     description: str = "generating",
 ) -> list[str]:
-    """A reply to every user turn in `prompts`, in their order."""
+    """A reply to every user turn in `prompts`, in their order (a progress bar unless `description` is empty)."""
     replies: list[str | None] = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False) as progress:
+    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress:
         for indices, batch_seed in plan_batches(backend, prompts, batch_size, seed, groups):
             batch = [prompts[i] for i in indices]
             key = content_key(backend.identity, batch, asdict(sampling), batch_seed)
