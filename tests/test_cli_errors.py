@@ -1,7 +1,9 @@
 """Bad input: a clear message naming the file, line or option, exit code 2, nothing damaged."""
 
 import dataclasses
+import errno
 import json
+import os
 import sys
 
 import pytest
@@ -81,7 +83,25 @@ CASES = {
     "negative learning rate": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(q),
                                                 "--set", "train.learning_rate=-0.001"],
                                "train.learning_rate must be > 0, got -0.001"),
+    "corrupt gguf": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(q), "--model", str(corrupt_gguf(t))],
+                     "truncated.gguf: not a readable GGUF model"),
+    "unreachable hub id": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(q),
+                                            "--model", "nobody-here/no-such-model"],
+                           "--model nobody-here/no-such-model: cannot load its tokenizer"),
 }
+
+
+def corrupt_gguf(tmp_path):
+    path = tmp_path / "truncated.gguf"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No hub, and model conversions in a scratch cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PROMPTDISTILL_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -123,3 +143,65 @@ def test_demo_is_quick_unless_full(monkeypatch, capsys):
     # What is learned stays the same: the built-in model's questions and answers, in both.
     assert quick.synth == dataclasses.replace(full.synth, batch_size=32)
     assert quick.train == full.train
+
+
+def test_a_second_command_on_a_busy_run_names_the_holder(prepared_run, monkeypatch, capsys):
+    from promptdistill.rundir import RunDir
+
+    before = snapshot(prepared_run)
+    with RunDir(prepared_run).lock():
+        code, err = run_cli(monkeypatch, capsys, "train", str(prepared_run))
+    assert code == 2
+    assert f"{prepared_run} is in use by pid {os.getpid()}" in " ".join(err.split())
+    # A lock file left by a process that is gone holds nothing: the next command runs.
+    (prepared_run / ".lock").write_text("pid 999999 (`promptdistill run`, since 10:00:00)\n")
+    code, err = run_cli(monkeypatch, capsys, "report", str(prepared_run))
+    assert "in use" not in err
+    assert {path: data for path, data in snapshot(prepared_run).items() if path.name != ".lock"} == \
+        {path: data for path, data in before.items() if path.name != ".lock"}
+
+
+def test_out_that_is_a_file(tmp_path, inputs, monkeypatch, capsys):
+    docs, tests = inputs
+    (tmp_path / "taken").write_text("mine")
+    code, err = run_cli(monkeypatch, capsys, "run", "--docs", str(docs), "--test-questions", str(tests),
+                        "--out", str(tmp_path / "taken"))
+    assert code == 2 and "taken: exists and is not a directory" in " ".join(err.split())
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_stage_before_its_inputs_names_what_to_run(prepared_run, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "answers", str(prepared_run))
+    assert code == 2
+    assert "questions.jsonl is missing; run the stages before it" in " ".join(err.split())
+
+
+def test_ctrl_c_prints_the_command_that_resumes(prepared_run, inputs, monkeypatch, capsys):
+    from promptdistill import pipeline
+
+    def interrupted(run, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_all", interrupted)
+    docs, tests = inputs
+    args = ["run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(prepared_run)]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 130
+    assert f"To resume: promptdistill {' '.join(args)}" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("number, says", [
+    (errno.ENOSPC, "no space left on device (/runs/x/epoch-1): free some space and rerun"),
+    (errno.EROFS, "read-only file system (/runs/x/epoch-1): the run directory is on a read-only file system"),
+])
+def test_a_full_or_read_only_disk_is_one_line(prepared_run, monkeypatch, capsys, number, says):
+    from promptdistill import pipeline
+
+    def failing(run, config, method):
+        raise OSError(number, os.strerror(number), "/runs/x/epoch-1")
+
+    monkeypatch.setattr(pipeline, "evaluate", failing)
+    code, err = run_cli(monkeypatch, capsys, "evaluate", str(prepared_run), "--method", "base")
+    assert code == 2
+    assert says in " ".join(err.split())
+    assert "Traceback" not in err

@@ -28,6 +28,8 @@ def test_order_preset_then_file_then_overrides(tmp_path):
     ("train.lerning_rate=1", "unknown setting 'train.lerning_rate'"),
     ("train.epochs=two", "setting 'train.epochs' expects int, got 'two'"),
     ("methods=base,magic", "methods: unknown value 'magic'"),
+    ("methods=", "methods: empty; choose one or more of base"),
+    ("train.keep_checkpoints=some", "train.keep_checkpoints: unknown value 'some'"),
     ("synth.top_p=1.5", r"synth.top_p must be in \(0, 1\]"),
     ("epochs", "expected SECTION.FIELD=VALUE"),
 ])

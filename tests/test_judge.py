@@ -1,4 +1,5 @@
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -188,7 +189,7 @@ def test_openai_backend_keeps_the_key_out_of_errors(server, monkeypatch, path, w
     url, _ = server
     monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
     backend = ServerBackend(url + path, "judge-model", api_key_env="PD_TEST_JUDGE_KEY", timeout=10)
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(UserError) as raised:
         backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
     assert what in str(raised.value) and "Bearer ***" in str(raised.value) and SECRET not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
@@ -203,3 +204,35 @@ def test_openai_backend_needs_its_key_variable_unless_told_none(server, monkeypa
     assert keyless.generate_batch(["Proposed answer: 1623\n\nGo."], Sampling(0.0, 8), seed=0) == [
         "The proposed answer gives the accepted year.\nVerdict: correct"]
     assert requests[-1]["authorization"] is None
+
+
+def test_a_server_that_refuses_connections_is_one_line():
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = ServerBackend(f"http://127.0.0.1:{port}/v1", "judge-model", api_key_env=None, timeout=10)
+    with pytest.raises(UserError, match=rf"server http://127.0.0.1:{port}/v1/chat/completions: .*refused.*is it running"):
+        backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
+
+
+def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, caplog):
+    from promptdistill import pipeline
+    from promptdistill.config import resolve_config
+    from promptdistill.files import write_jsonl
+    from promptdistill.methods import METHODS
+    from promptdistill.rundir import RunDir
+
+    url, _ = server
+    monkeypatch.setenv("PD_TEST_JUDGE_KEY", SECRET)
+    run = RunDir(tmp_path / "run")
+    config = resolve_config(None, ["methods=base", "eval.judge=judge-model", f"eval.judge_url={url}/v1",
+                                   "eval.judge_api_key_env=PD_TEST_JUDGE_KEY"])
+    run.save_config(config)
+    write_jsonl(run.eval("base"), [{"id": f"q{n}", **record, "contains": 0.0} for n, record in enumerate(RECORDS)])
+    caplog.set_level("DEBUG")
+    pipeline.judge(run, config, METHODS["base"])
+    assert [json.loads(line)["judge"] for line in run.judged("base").read_text().splitlines()] == [True, False, None]
+    files = [path for path in run.path.rglob("*") if path.is_file()]
+    assert len(files) >= 4  # config, eval, judged, manifest, stored batches
+    assert not [path for path in files if SECRET.encode() in path.read_bytes()]
+    assert SECRET not in caplog.text

@@ -97,3 +97,16 @@ def test_training_lowers_the_loss(tokenizer, tmp_path):
     metrics = train(tokenizer, tmp_path / "run", "sft")
     losses = [epoch["loss"] for epoch in metrics["epochs"]]
     assert losses[-1] < losses[0]
+
+
+def test_a_full_disk_mid_checkpoint_leaves_no_half_written_folder(tokenizer, tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop.torch, "save", disk_full)
+    with pytest.raises(OSError):
+        train(tokenizer, tmp_path / "run", "sft")
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == []
+    assert not (tmp_path / "run" / "adapter").exists()

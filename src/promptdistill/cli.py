@@ -11,10 +11,13 @@ Settings come from the paper's defaults, the model's preset, `--config FILE.yaml
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shlex
 import sys
 import warnings
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -59,6 +62,21 @@ def _methods_option(methods: Optional[str]) -> list[str]:
     return [f"methods={methods}"] if methods else []
 
 
+@contextmanager
+def _locked(run_dir: Path):
+    """The run directory, held by this command alone. Ctrl-C stops the command with the line that
+    resumes it: every finished stage, batch and epoch is kept."""
+    from promptdistill.rundir import RunDir
+
+    try:
+        with RunDir(run_dir).lock() as run:
+            yield run
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted; finished work in {run_dir} is kept. To resume: "
+                      f"{shlex.join(['promptdistill', *sys.argv[1:]])}", soft_wrap=True)
+        sys.exit(130)
+
+
 def _finish(table: str, run_dir: Path) -> None:
     print(table)
     console.print(f"\nreport: {run_dir / 'report.md'}  chart: {run_dir / 'plots' / 'accuracy.png'}")
@@ -67,14 +85,13 @@ def _finish(table: str, run_dir: Path) -> None:
 def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], methods: Optional[str],
          config: Optional[Path], overrides: list[str], preset: Optional[str] = None) -> None:
     from promptdistill import pipeline
-    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [*_methods_option(methods), *overrides], preset)
-    run = RunDir(out)
-    pipeline.prepare(run, run_config, docs, test_questions)
-    _finish(pipeline.run_all(run, run_config), out)
+    with _locked(out) as run:
+        pipeline.prepare(run, run_config, docs, test_questions)
+        _finish(pipeline.run_all(run, run_config), out)
 
 
 @app.command()
@@ -125,15 +142,14 @@ def reproduce(
 ) -> None:
     """The paper's experiment on its datasets, with its published numbers beside the run's."""
     from promptdistill import pipeline
-    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [f"dataset.spec={dataset}", *_methods_option(methods), *overrides], preset)
     out = out or Path("runs") / f"{dataset.replace(':', '-')}-{preset}"
-    run = RunDir(out)
-    pipeline.prepare_dataset(run, run_config, data_dir)
-    _finish(pipeline.run_all(run, run_config), out)
+    with _locked(out) as run:
+        pipeline.prepare_dataset(run, run_config, data_dir)
+        _finish(pipeline.run_all(run, run_config), out)
 
 
 @app.command()
@@ -147,26 +163,29 @@ def prepare(
 ) -> None:
     """Check the inputs and split documents into passages (first stage of `run`)."""
     from promptdistill import pipeline
-    from promptdistill.rundir import RunDir
 
     if model:
         overrides = [f"model.name={model}", *overrides]
-    pipeline.prepare(RunDir(out), resolve_config(config, overrides), docs, test_questions)
+    run_config = resolve_config(config, overrides)
+    with _locked(out) as run:
+        pipeline.prepare(run, run_config, docs, test_questions)
 
 
-def _stage_config(run_dir: Path, overrides: list[str]):
-    """The run's config with `--set` applied; a change is recorded in config.yaml, and said."""
+@contextmanager
+def _stage(run_dir: Path, overrides: list[str]):
+    """The run, locked, and its config with `--set` applied; a change is recorded in config.yaml, and said."""
     from promptdistill.rundir import RunDir
 
-    run = RunDir(run_dir)
-    before = run.load_config()
-    run_config = run.load_config(overrides)
-    changed = _changed_settings(before.to_dict(), run_config.to_dict())
-    if changed:
-        run.save_config(run_config)
-        console.print(f"recorded in {run.config}: " + "; ".join(
-            f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items()))
-    return run, run_config
+    RunDir(run_dir).load_config()  # a run directory, before the lock would create one
+    with _locked(run_dir) as run:
+        before = run.load_config()
+        run_config = run.load_config(overrides)
+        changed = _changed_settings(before.to_dict(), run_config.to_dict())
+        if changed:
+            run.save_config(run_config)
+            console.print(f"recorded in {run.config}: " + "; ".join(
+                f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items()))
+        yield run, run_config
 
 
 def _changed_settings(before: dict, after: dict, prefix: str = "") -> dict[str, tuple]:
@@ -194,7 +213,8 @@ def questions(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) 
     """The expert writes training questions about each passage."""
     from promptdistill import pipeline
 
-    pipeline.questions(*_stage_config(run_dir, overrides))
+    with _stage(run_dir, overrides) as (run, run_config):
+        pipeline.questions(run, run_config)
 
 
 @app.command()
@@ -203,10 +223,10 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
     """The expert answers each question with its passage (pd: T=1.5, sft: T=0.25 in the paper)."""
     from promptdistill import pipeline
 
-    run, run_config = _stage_config(run_dir, overrides)
-    trained = method_table.trained(run_config.methods)
-    for chosen in _chosen(method, [m for m in trained if m.trains_on_answers]):
-        pipeline.answers(run, run_config, chosen)
+    with _stage(run_dir, overrides) as (run, run_config):
+        trained = method_table.trained(run_config.methods)
+        for chosen in _chosen(method, [m for m in trained if m.trains_on_answers]):
+            pipeline.answers(run, run_config, chosen)
 
 
 @app.command()
@@ -214,9 +234,9 @@ def teacher(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) ->
     """Cache the teacher's top-k distributions over the pd answers (train.teacher=cached)."""
     from promptdistill import pipeline
 
-    run, run_config = _stage_config(run_dir, overrides)
-    for chosen in [m for m in method_table.trained(run_config.methods) if m.distills]:
-        pipeline.teacher_cache(run, run_config, chosen)
+    with _stage(run_dir, overrides) as (run, run_config):
+        for chosen in [m for m in method_table.trained(run_config.methods) if m.distills]:
+            pipeline.teacher_cache(run, run_config, chosen)
 
 
 @app.command()
@@ -225,9 +245,9 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
     """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy)."""
     from promptdistill import pipeline
 
-    run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, method_table.trained(run_config.methods)):
-        pipeline.train(run, run_config, chosen)
+    with _stage(run_dir, overrides) as (run, run_config):
+        for chosen in _chosen(method, method_table.trained(run_config.methods)):
+            pipeline.train(run, run_config, chosen)
 
 
 @app.command()
@@ -236,11 +256,11 @@ def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOptio
     """Answer the test questions with each method and grade them (and ask the judge, if set)."""
     from promptdistill import pipeline
 
-    run, run_config = _stage_config(run_dir, overrides)
-    for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
-        pipeline.evaluate(run, run_config, chosen)
-        if run_config.eval.judge:
-            pipeline.judge(run, run_config, chosen)
+    with _stage(run_dir, overrides) as (run, run_config):
+        for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
+            pipeline.evaluate(run, run_config, chosen)
+            if run_config.eval.judge:
+                pipeline.judge(run, run_config, chosen)
 
 
 @app.command()
@@ -248,8 +268,8 @@ def report(run_dir: Path = RunDirArgument) -> None:
     """Write report.md, report.json and the chart from the evaluations."""
     from promptdistill.report import report_run
 
-    run, run_config = _stage_config(run_dir, [])
-    _finish(report_run(run, run_config), run_dir)
+    with _stage(run_dir, []) as (run, run_config):
+        _finish(report_run(run, run_config), run_dir)
 
 
 UseMethodOption = typer.Option("pd", "--method", help="base or a trained method (uft, sft, pd)")
@@ -328,10 +348,25 @@ def serve(target: Path = typer.Argument(..., help="a run directory, or a folder 
         raise UserError(f"cannot start {command[0]}: {error.strerror}") from None
 
 
+SYSTEM_ERRORS = {
+    errno.ENOSPC: "free some space and rerun the command; finished work is kept",
+    errno.EDQUOT: "free some space and rerun the command; finished work is kept",
+    errno.EACCES: "make the run directory writable, or choose another --out",
+    errno.EROFS: "the run directory is on a read-only file system; choose another --out",
+}
+
+
 def main() -> None:
     _setup_logging()
     try:
         app()  # typer reports its own usage errors and exits
     except UserError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # the machine, not the program: say which file and what to do
+        if error.errno not in SYSTEM_ERRORS:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        console.print(f"[bold red]error:[/] {os.strerror(error.errno).lower()}{where}: {SYSTEM_ERRORS[error.errno]}",
+                      soft_wrap=True)
         sys.exit(2)

@@ -25,7 +25,7 @@ import yaml
 from promptdistill import __version__, methods
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError, check_choice
-from promptdistill.files import path_digest, replace_folder, write_atomic
+from promptdistill.files import folder_in_place, path_digest, write_atomic
 from promptdistill.models import (BUILTIN_MODELS, load_adapter, load_model, load_tokenizer, local_model_path,
                                   merged_model)
 from promptdistill.rundir import RunDir
@@ -53,26 +53,23 @@ def export_model(run: RunDir, config: RunConfig, name: str, out: Path, adapter_o
     if out.exists() and not (out / MARKER).is_file() and (out.is_file() or any(out.iterdir())):
         raise UserError(f"--out {out}: exists and is not a promptdistill export; choose a new folder")
     adapter = run.adapter(method.name)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    if adapter_only:
-        shutil.copytree(adapter, staging, dirs_exist_ok=True)
-        adapter_config = json.loads((adapter / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = base_model_reference(config.model.name)
-        write_atomic(staging / "adapter_config.json", json.dumps(adapter_config, indent=2))
-        tokenizer = load_tokenizer(config.model)
-    else:
-        # Merge in float32 whatever the run trained in; save in the base model's own dtype.
-        model, tokenizer = load_model(dataclasses.replace(config.model, dtype="float32"))
-        model = merged_model(load_adapter(model, adapter))
-        model.to(stored_dtype(config.model.name)).save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    write_atomic(staging / "README.md", model_card(run, config, method, adapter_only))
-    write_atomic(staging / MARKER, json.dumps({
-        "run": str(run.path.resolve()), "method": method.name, "adapter_only": adapter_only,
-        "adapter_digest": path_digest(adapter), "promptdistill": __version__}, indent=2))
-    replace_folder(staging, out)
+    with folder_in_place(out) as staging:
+        if adapter_only:
+            shutil.copytree(adapter, staging, dirs_exist_ok=True)
+            adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+            adapter_config["base_model_name_or_path"] = base_model_reference(config.model.name)
+            write_atomic(staging / "adapter_config.json", json.dumps(adapter_config, indent=2))
+            tokenizer = load_tokenizer(config.model)
+        else:
+            # Merge in float32 whatever the run trained in; save in the base model's own dtype.
+            model, tokenizer = load_model(dataclasses.replace(config.model, dtype="float32"))
+            model = merged_model(load_adapter(model, adapter))
+            model.to(stored_dtype(config.model.name)).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_atomic(staging / "README.md", model_card(run, config, method, adapter_only))
+        write_atomic(staging / MARKER, json.dumps({
+            "run": str(run.path.resolve()), "method": method.name, "adapter_only": adapter_only,
+            "adapter_digest": path_digest(adapter), "promptdistill": __version__}, indent=2))
     return out
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,6 +54,22 @@ def replace_folder(staging: Path, target: Path) -> None:
         os.replace(target, previous)
     os.replace(staging, target)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextmanager
+def folder_in_place(target: Path):
+    """Yield an empty staging folder beside `target`; once the block succeeds it replaces `target`
+    (replace_folder). If the block fails (Ctrl-C, a full disk), the staging folder is removed and
+    `target` is as it was: no half-written folder is left behind or ever read."""
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_folder(staging, target)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from promptdistill.config import ModelConfig, TrainConfig
 from promptdistill.errors import UserError
+from promptdistill.files import folder_in_place
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +96,19 @@ def _convert_gguf(folder: str, gguf_file: str, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s once to %s (later loads use the copy)", gguf_file, target)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, IndexError) as error:  # what a truncated or foreign file raises
+        raise UserError(f"--model {Path(folder) / gguf_file}: not a readable GGUF model ({error}); "
+                        "download it again") from None
     # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, target)
+    with folder_in_place(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def local_model_path(name: str) -> str:
@@ -140,7 +142,10 @@ def default_device() -> torch.device:
 def load_tokenizer(config: ModelConfig):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.name))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.name))
+    except OSError as error:  # offline, a wrong hub id, a folder without tokenizer files
+        raise UserError(f"--model {config.name}: cannot load its tokenizer: {str(error).splitlines()[0]}") from None
     return prepare_tokenizer(tokenizer, config.name)
 
 

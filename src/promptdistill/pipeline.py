@@ -27,7 +27,7 @@ from promptdistill.errors import UserError
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
 from promptdistill.generation import BatchStore, make_backend
-from promptdistill.models import load_model, load_tokenizer, resolve_model_source
+from promptdistill.models import load_model, load_tokenizer
 from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
 
@@ -36,18 +36,17 @@ MODEL = ("model.name", "model.dtype")  # every stage that runs the model reads t
 
 def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> None:
     """Read and check every input before any model work, then write the corpus files."""
-    documents = read_documents(docs)
+    documents = read_documents(docs, exclude=run.path)
     prepare_corpus(run, config, documents, read_test_questions(test_questions, {d.id for d in documents}))
 
 
 def prepare_corpus(run: RunDir, config: RunConfig, documents: list[Document], tests: list[TestQuestion]) -> None:
-    resolve_model_source(config.model.name)
+    tokenizer = load_tokenizer(config.model)  # the model is checked before anything is written
     run.save_config(config)
 
     def work():
-        tokenizer = load_tokenizer(config.model)
-        passages = split_passages(documents, lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-                                  config.corpus.passage_tokens)
+        passages = split_passages(documents, lambda text: tokenizer(text, add_special_tokens=False).input_ids,
+                                  tokenizer.decode, config.corpus.passage_tokens)
         write_jsonl(run.passages, [passage.to_dict() for passage in passages])
         write_jsonl(run.test_questions, [test.to_dict() for test in tests])
         return {"documents": len(documents), "passages": len(passages), "test_questions": len(tests)}

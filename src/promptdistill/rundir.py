@@ -12,10 +12,14 @@ truncated output is made again instead of breaking a later stage.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gc
 import json
 import logging
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +74,36 @@ class RunDir:
 
     def manifest(self, stage: str) -> Path:
         return self.path / "manifests" / f"{stage}.json"
+
+    @contextmanager
+    def lock(self):
+        """Hold the run directory for one command; a second command on it stops with a message
+        naming the holder. The lock is the OS's (flock), so it goes away with its process: a killed
+        holder leaves no stale lock. `.lock` holds the holder's pid and command line."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path}: exists and is not a directory; choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+", encoding="utf-8")
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot write the run directory ({error.strerror})") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(f"{self.path} is in use by {holder}; wait for it to finish or stop it") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} (`{' '.join(['promptdistill', *sys.argv[1:]])}`, "
+                         f"since {datetime.now():%H:%M:%S})\n")
+            handle.flush()
+            try:
+                yield self
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         if not self.config.is_file():

@@ -64,16 +64,16 @@ class ServerBackend:
                 reply = json.load(response)
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:500]
-            raise RuntimeError(self._redact(f"server {self.url}: HTTP {error.code}: {detail}")) from None
+            raise UserError(self._redact(f"server {self.url}: HTTP {error.code}: {detail}")) from None
         except (urllib.error.URLError, TimeoutError) as error:
             reason = getattr(error, "reason", error)
-            raise RuntimeError(self._redact(f"server {self.url}: {reason}")) from None
+            raise UserError(self._redact(f"server {self.url}: {reason}; is it running?")) from None
         except json.JSONDecodeError:
-            raise RuntimeError(f"server {self.url}: the reply is not JSON") from None
+            raise UserError(f"server {self.url}: the reply is not JSON") from None
         try:
             return (reply["choices"][0]["message"]["content"] or "").strip()
         except (KeyError, IndexError, TypeError):
-            raise RuntimeError(self._redact(f"server {self.url}: unexpected reply {str(reply)[:500]}")) from None
+            raise UserError(self._redact(f"server {self.url}: unexpected reply {str(reply)[:500]}")) from None
 
     def _auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

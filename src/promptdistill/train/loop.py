@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
-from promptdistill.files import replace_folder
+from promptdistill.files import folder_in_place, write_atomic
 from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
@@ -124,12 +124,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
 
     metrics = {"method": method.name, "examples": len(examples), "epochs": history}
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(student)
-        staging = out_dir / "adapter.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        final.save_pretrained(staging, save_embedding_layers=False)  # frozen base weights stay out
-        replace_folder(staging, out_dir / "adapter")
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        with folder_in_place(out_dir / "adapter") as staging:  # frozen base weights stay out of it
+            accelerator.unwrap_model(student).save_pretrained(staging, save_embedding_layers=False)
+        write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     student = accelerator.unwrap_model(student)
     student.eval()
     return metrics
@@ -140,17 +137,15 @@ def save_checkpoint(student, optimizer, scheduler, history: list[dict], out_dir:
     """Write OUT/checkpoints/epoch-N atomically: a half-written checkpoint is never resumed from.
     Earlier epochs' checkpoints are removed once it is in place, unless `keep_earlier`."""
     target = out_dir / "checkpoints" / f"epoch-{epoch}"
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    student.save_pretrained(staging, save_embedding_layers=False)
-    torch.save(
-        {"epoch": epoch, "history": history, "optimizer": optimizer.state_dict(),
-         "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-         # LoRA dropout on a GPU draws from the CUDA generators: without them a resumed run differs.
-         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        staging / "training_state.pt",
-    )
-    replace_folder(staging, target)
+    with folder_in_place(target) as staging:
+        student.save_pretrained(staging, save_embedding_layers=False)
+        torch.save(
+            {"epoch": epoch, "history": history, "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+             # LoRA dropout on a GPU draws from the CUDA generators: without them a resumed run differs.
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            staging / "training_state.pt",
+        )
     if not keep_earlier:
         for earlier in checkpoints(out_dir):
             if earlier != target:

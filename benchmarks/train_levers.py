@@ -1,0 +1,118 @@
+"""Training settings side by side on finished runs: accuracy of sft and pd, paired, and training time.
+
+    python benchmarks/train_levers.py --run runs/demo --run runs/nyt10 --out /tmp/levers \
+        --variant "5 epochs, lr 1e-3:" \
+        --variant "3 epochs, lr 2e-3:train.epochs=3,train.learning_rate=2e-3"
+
+Each variant is NAME:SETTING=VALUE,... (the first is the reference). For every run and variant,
+the run directory is copied to OUT/RUN/VARIANT with the settings applied, and sft and pd are
+trained and evaluated there by the pipeline's own stages: the questions, answers and teacher
+cache of the run are reused, so the variants differ only in training. A variant whose settings
+equal the run's reuses its adapters. Prints, per run, each variant's closed-book containment
+with a 95% interval, pd - sft and the change against the first variant (both paired over the
+same questions), and training seconds with their ratio to the first variant's; writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+from promptdistill import pipeline
+from promptdistill.files import read_jsonl
+from promptdistill.methods import METHODS
+from promptdistill.rundir import RunDir
+from promptdistill.stats import bootstrap_interval
+
+
+def paired(first: list[dict], second: list[dict]) -> dict:
+    """Containment of `first` minus `second` on the same questions, in points, with a 95% interval."""
+    theirs = {record["id"]: record["contains"] for record in second}
+    differences = [100 * (record["contains"] - theirs[record["id"]]) for record in first]
+    low, high = bootstrap_interval(differences)
+    return {"difference": sum(differences) / len(differences), "interval": [low, high]}
+
+
+def score(records: list[dict]) -> dict:
+    values = [100 * record["contains"] for record in records]
+    low, high = bootstrap_interval(values)
+    return {"contains": sum(values) / len(values), "interval": [low, high]}
+
+
+def run_variant(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> dict:
+    if not target.exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache"))
+    run = RunDir(target)
+    config = run.load_config(overrides)
+    run.save_config(config)
+    result = {"records": {}, "train_seconds": {}}
+    for name in method_names:
+        pipeline.train(run, config, METHODS[name])
+        pipeline.evaluate(run, config, METHODS[name])
+        result["records"][name] = read_jsonl(run.eval(name))
+        result["train_seconds"][name] = json.loads(run.manifest(f"train-{name}").read_text())["seconds"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run (repeatable)")
+    parser.add_argument("--variant", action="append", required=True, help="NAME:SETTING=VALUE,... (repeatable)")
+    parser.add_argument("--methods", default="sft,pd")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_levers.json")
+    args = parser.parse_args()
+    method_names = args.methods.split(",")
+    variants = []
+    for spec in args.variant:
+        name, _, settings = spec.partition(":")
+        variants.append((name, [setting for setting in settings.split(",") if setting]))
+
+    results = {}
+    for source in args.run:
+        per_variant = {}
+        for name, overrides in variants:
+            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+            per_variant[name] = run_variant(source, args.out / source.name / slug, overrides, method_names)
+        reference = per_variant[variants[0][0]]
+        reference_seconds = sum(reference["train_seconds"].values())
+        rows = {}
+        for name, overrides in variants:
+            outcome = per_variant[name]
+            seconds = sum(outcome["train_seconds"].values())
+            row = {"settings": overrides, "train_seconds": outcome["train_seconds"],
+                   "train_time_ratio": seconds / reference_seconds}
+            for method in method_names:
+                row[method] = score(outcome["records"][method])
+                row[f"{method} - reference"] = paired(outcome["records"][method], reference["records"][method])
+            if {"pd", "sft"} <= set(method_names):
+                row["pd - sft"] = paired(outcome["records"]["pd"], outcome["records"]["sft"])
+            rows[name] = row
+        results[str(source)] = {"questions": len(reference["records"][method_names[0]]), "variants": rows}
+
+    for source, result in results.items():
+        print(f"\n{source} ({result['questions']} test questions): containment %, paired differences in points")
+        header = "| variant | " + " | ".join(f"{m} [95%] | {m} - ref" for m in method_names)
+        print(header + " | pd - sft | train s | time ratio |")
+        print("|" + "---|" * (3 + 2 * len(method_names)))
+        for name, row in result["variants"].items():
+            cells = []
+            for method in method_names:
+                low, high = row[method]["interval"]
+                change = row[f"{method} - reference"]
+                cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]",
+                          f"{change['difference']:+.0f} [{change['interval'][0]:+.0f}, {change['interval'][1]:+.0f}]"]
+            gap = row.get("pd - sft")
+            gap_text = f"{gap['difference']:+.0f} [{gap['interval'][0]:+.0f}, {gap['interval'][1]:+.0f}]" if gap else "-"
+            print(f"| {name} | " + " | ".join(cells) +
+                  f" | {gap_text} | {sum(row['train_seconds'].values()):.0f} | {row['train_time_ratio']:.2f} |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nJSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
