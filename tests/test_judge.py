@@ -1,5 +1,6 @@
 import json
 import socket
+import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -218,7 +219,7 @@ def test_a_server_that_refuses_connections_is_one_line():
 def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, caplog):
     from promptdistill import pipeline
     from promptdistill.config import resolve_config
-    from promptdistill.files import write_jsonl
+    from promptdistill.files import shareable_mode, write_jsonl
     from promptdistill.methods import METHODS
     from promptdistill.rundir import RunDir
 
@@ -236,3 +237,5 @@ def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, c
     assert len(files) >= 4  # config, eval, judged, manifest, stored batches
     assert not [path for path in files if SECRET.encode() in path.read_bytes()]
     assert SECRET not in caplog.text
+    # Nothing secret, so nothing private: every file has the mode open() gives (not mkstemp's 0600).
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {shareable_mode()}
