@@ -17,7 +17,7 @@ LAYERS = [
     {"train"},
     {"evaluate", "judge"},
     {"report"},
-    {"pipeline", "chat", "export"},
+    {"pipeline", "plan", "chat", "export"},
     {"cli", "__main__"},
 ]
 PACKAGE = Path(promptdistill.__file__).parent

@@ -173,3 +173,11 @@ def test_shared_prefix_leaves_every_row_a_token_of_its_own():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+
+
+def test_top_k_one_samples_the_greedy_reply_and_no_cut_samples_others(tokenizer, tiny_model):
+    backend = TransformersBackend(tiny_model, tokenizer)
+    prompts = ["who founded velmora ?", "what is the river ?"]
+    greedy = backend.generate_batch(prompts, Sampling(0.0, 6), seed=0)
+    assert backend.generate_batch(prompts, Sampling(1.0, 6, top_k=1), seed=3) == greedy
+    assert backend.generate_batch(prompts, Sampling(1.0, 6, top_k=0), seed=3) != greedy

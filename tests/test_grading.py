@@ -15,6 +15,15 @@ def test_containment_is_by_whole_words():
     assert not contains("A bowl of stew.", "owl")
 
 
+def test_substring_containment_is_the_official_codes():
+    assert contains("It was built in 1846.", "6", "substring")
+    assert contains("A bowl of stew.", "owl", "substring")
+    assert contains("The Velmora-Lighthouse!", "velmoralighthouse", "substring")
+    assert not contains("It was built in 1846.", "1623", "substring")
+    assert grade("built in 1846", ["6"], "substring")["contains"] == 1.0
+    assert grade("built in 1846", ["6"])["contains"] == 0.0
+
+
 def test_grade_takes_the_best_accepted_answer():
     grades = grade("Saffron yellow", ["yellow", "saffron yellow"])
     assert grades == {"contains": 1.0, "em": 1.0, "f1": 1.0}

@@ -239,3 +239,46 @@ def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, c
     assert SECRET not in caplog.text
     # Nothing secret, so nothing private: every file has the mode open() gives (not mkstemp's 0600).
     assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {shareable_mode()}
+
+
+def test_a_server_is_asked_for_top_k_only_when_set(server):
+    url, requests = server
+    backend = ServerBackend(url + "/v1", "judge-model", api_key_env=None, timeout=10)
+    backend.generate_batch(["Proposed answer: 1623\n\nGo."], Sampling(1.5, 8, top_k=50), seed=0)
+    backend.generate_batch(["Proposed answer: 1623\n\nGo."], Sampling(1.5, 8), seed=0)
+    assert requests[-2]["body"]["top_k"] == 50 and "top_k" not in requests[-1]["body"]
+
+
+@pytest.mark.parametrize("reply, grade", [
+    ("<reasoning>Same year.</reasoning>\n<grade>true</grade>", True),
+    ("<reasoning>Another person.</reasoning>\n<grade> FALSE </grade>", False),
+    ("<grade>false</grade> on second thought <grade>true</grade>", True),  # the last tag decides
+    ("The answer is true.", None),  # no tag: unparseable, not a pass
+    ("<grade>maybe</grade>", None),
+])
+def test_the_few_shot_judge_reads_only_its_grade_tag(reply, grade):
+    from promptdistill.judge import parse_grade_tag
+
+    assert parse_grade_tag(reply) is grade
+
+
+def test_the_few_shot_prompt_shows_three_examples_then_the_case():
+    from promptdistill.judge import few_shot_judge_prompt
+
+    prompt = few_shot_judge_prompt("Who founded Velmora?", ["Tobin Quarrel"], "Quarrel did.")
+    assert prompt.count("</grade>\n") == 3 and prompt.count("Output:") == 4
+    assert prompt.endswith("Question: Who founded Velmora?\nAccepted answers: ['Tobin Quarrel']\n"
+                           "Proposed answer: Quarrel did.\nOutput:")
+    backend_replies = {"few-shot": "<reasoning>Same person.</reasoning><grade>true</grade>"}
+
+    class Judge:
+        identity = "judge"
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+        def generate_batch(self, prompts, sampling, seed):
+            return [backend_replies["few-shot"] for _ in prompts]
+
+    assert judge_all(Judge(), RECORDS[:2], style="few-shot") == [True, True]
+    assert judge_all(Judge(), RECORDS[:1], style="verdict") == [None]

@@ -93,3 +93,21 @@ def test_top_k_loss_has_finite_gradients_with_an_empty_tail(kind):
     logprobs = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.25, 0.25]]))
     top_k_distill_loss(student, ids, logprobs, torch.zeros(2), 2.0, kind).backward()
     assert torch.isfinite(student.grad).all()
+
+
+def test_sequence_reduction_weighs_each_answer_alike_whatever_its_length():
+    from promptdistill.train.losses import token_weights
+
+    mask = torch.tensor([[True, True, True, False], [False, False, False, True]])  # answers of 3 and 1 tokens
+    assert token_weights(mask, "token") is None
+    weights = token_weights(mask, "sequence")
+    assert weights.tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    logits, targets = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    per_token = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    expected = (per_token[:3].mean() + per_token[3]) / 2  # mean per answer, then over the answers
+    assert cross_entropy(logits, targets, weights).item() == pytest.approx(expected.item())
+    assert cross_entropy(logits, targets).item() == pytest.approx(per_token.mean().item())
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    per_token_kl = torch.stack([distill_loss(student[i:i + 1], teacher[i:i + 1], 2.0) for i in range(4)])
+    assert distill_loss(student, teacher, 2.0, weights=weights).item() == pytest.approx(
+        ((per_token_kl[:3].mean() + per_token_kl[3]) / 2).item(), rel=1e-5)

@@ -77,7 +77,8 @@ def write_inputs(tmp_path, docs=DOCS):
 def settings(model_dir, *more):
     return resolve_config(None, [f"model.name={model_dir}", "train.epochs=2", "train.uft_epochs=1",
                                  "train.batch_size=2", "train.learning_rate=0.01", "corpus.passage_tokens=12",
-                                 "synth.questions_per_passage=2", "synth.batch_size=2", "eval.max_answer_tokens=4",
+                                 "synth.questions_per_passage=2", "synth.question_style=single", "synth.batch_size=2",
+                                 "eval.max_answer_tokens=4",
                                  *more])
 
 

@@ -11,7 +11,7 @@ from promptdistill.report import paper_reference, write_report
 from promptdistill.files import read_jsonl
 from promptdistill.rundir import RunDir
 
-from test_datasets import SQUAD, write_json
+from test_datasets import SHARED_DATA, SQUAD, needs_shared_data, write_json
 
 
 def test_prepare_dataset_keeps_the_first_passages_and_their_questions(tmp_path, tiny_model_dir):
@@ -81,3 +81,71 @@ def test_paper_questions_are_not_rewritten_again(tmp_path, tiny_model_dir, monke
     run = RunDir(tmp_path / "run")
     pipeline.prepare_dataset(run, config, tmp_path)
     assert run.load_test_questions()[0].question == "When was the town of Velmora founded?"
+
+
+def test_the_paper_preset_holds_the_official_values_over_the_built_in_models_preset():
+    paper = resolve_config(None, [], preset="paper")  # the built-in model, whose own preset differs
+    train, synth = paper.train, paper.synth
+    assert (train.lora_rank, train.lora_alpha, train.lora_dropout, train.lora_output_layer) == (1024, 2048, 0.05, True)
+    assert (train.weight_decay, train.learning_rate, train.batch_size, train.epochs) == (0.1, 1e-5, 4, 10)
+    assert (train.distill_temperature, train.divergence, train.loss_reduction, train.teacher) == (
+        2.0, "forward", "sequence", "online")
+    assert (synth.top_k, synth.top_p, synth.question_style, synth.questions_per_passage) == (50, 1.0, "tagged", 150)
+    assert (synth.question_temperature, synth.pd_answer_temperature, synth.sft_answer_temperature) == (1.5, 1.5, 0.25)
+    assert (synth.max_question_tokens, synth.max_answer_tokens, paper.eval.max_answer_tokens) == (512, 1024, 500)
+    assert (paper.eval.rag_k, paper.dataset.limit_questions, paper.eval.answer_temperature) == (7, 1000, 0.25)
+    assert (paper.eval.match, paper.eval.judge_style) == ("substring", "few-shot")
+
+
+def dry_run(monkeypatch, capsys, *args) -> dict[str, str]:
+    """The plan `promptdistill ARGS --dry-run` prints, as {what: how much}."""
+    import sys
+
+    from promptdistill import cli
+
+    monkeypatch.setattr(sys, "argv", ["promptdistill", *args, "--dry-run"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    return {line.split("  ")[0]: line.split("  ")[-1].strip() for line in printed.splitlines() if "  " in line}
+
+
+def test_a_dry_run_plans_without_loading_weights(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a dry run loaded model weights")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_weights)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "town.md").write_text("velmora was founded in 1623 by tobin quarrel .\n\nthe lighthouse is yellow .\n")
+    tests = tmp_path / "tests.jsonl"
+    tests.write_text(json.dumps({"question": "who founded velmora ?", "answers": ["quarrel"], "doc_id": "town"}) + "\n")
+    out = tmp_path / "run"
+    plan = dry_run(monkeypatch, capsys, "run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(out),
+                   "--model", str(tiny_model_dir), "--methods", "base,uft,pd", "--set", "corpus.passage_tokens=8",
+                   "--set", "synth.questions_per_passage=10", "--set", "train.batch_size=4", "--set", "train.epochs=3")
+    assert plan["documents, passages, test questions"] == "1, 2, 1"
+    assert plan["training questions (at most)"] == "20 (10 per passage)"
+    assert plan["train pd: sequences x epochs, optimizer steps"] == "20 x 3, 15"  # 5 batches of 4, 3 epochs
+    assert plan["train uft: sequences x epochs, optimizer steps"] == "2 x 3, 3"
+    # LoRA rank 16 on the seven projections of 2 layers of the tiny model (hidden 32, mlp 64, kv 16):
+    # q, o: 16*(32+32); k, v: 16*(32+16); gate, up: 16*(32+64); down: 16*(64+32).
+    per_layer = 16 * (2 * 64 + 2 * 48 + 3 * 96)
+    assert plan["trainable LoRA parameters per adapter"].startswith(f"{2 * per_layer:,} (rank 16")
+    assert sorted(path.name for path in out.iterdir()) == [".lock", "config.yaml"]
+
+
+@needs_shared_data
+def test_a_dry_run_of_the_paper_preset(tmp_path, monkeypatch, capsys):
+    plan = dry_run(monkeypatch, capsys, "reproduce", "squadshifts:nyt", "--preset", "paper", "--data-dir",
+                   str(SHARED_DATA), "--out", str(tmp_path / "run"))
+    assert plan["documents, passages, test questions"] == "188, 194, 1000"
+    assert plan["test questions rewritten to stand alone (generations)"] == "1000"
+    assert plan["training questions (at most)"] == "29100 (150 per passage)"
+    assert plan["question-writing generations (first round)"] == "5820"  # five questions per reply
+    assert plan["train pd: sequences x epochs, optimizer steps"] == "29100 x 10, 72750"
+    config = RunDir(tmp_path / "run").load_config()
+    assert (config.train.lora_rank, config.synth.top_k, config.train.epochs) == (1024, 50, 10)

@@ -62,7 +62,7 @@ def test_the_question_filters_keep_only_new_on_topic_questions():
         "When was Velmora founded?",  # kept
         "What colour is the lighthouse?",  # beyond the quota of 2: not kept
     ]
-    config = SynthConfig(questions_per_passage=2, batch_size=8, max_attempts=1)
+    config = SynthConfig(questions_per_passage=2, batch_size=8, max_attempts=1, question_style="single")
     records, stats = write_questions(ChosenReplies(replies), [PASSAGE], dataclasses.replace(
         config, questions_per_passage=8), seed=0)
     assert [r["question"] for r in records] == ["Who founded Velmora?", "When was Velmora founded?",
@@ -75,6 +75,31 @@ def test_the_question_filters_keep_only_new_on_topic_questions():
     records, stats = write_questions(backend, [PASSAGE], dataclasses.replace(config, max_attempts=2), seed=0)
     assert [r["question"] for r in records] == ["Who founded Velmora?", "When was Velmora founded?"]
     assert stats.generated == 3 and backend.replies == []
+
+
+def test_tagged_replies_give_several_questions_each_and_an_untagged_reply_none():
+    class Recording(ChosenReplies):
+        asked = []
+
+        def generate_batch(self, prompts, sampling, seed):
+            self.asked.append((len(prompts), sampling.stop))
+            return super().generate_batch(prompts, sampling, seed)
+
+    replies = [
+        "<question>Who founded Velmora?</question>\n<question>When was Velmora founded?</question>\n"
+        "<QUESTION>What colour is Velmora's lighthouse?</QUESTION> <question>Capital of France?</question>",
+        "1. Who founded Velmora?\n2. When was it founded?",  # no tags: rejected whole
+        "<question>Who built the lighthouse of Velmora?</question>",
+    ]
+    backend = Recording(replies)
+    config = SynthConfig(questions_per_passage=7, batch_size=8, max_attempts=2, question_style="tagged")
+    records, stats = write_questions(backend, [PASSAGE], config, seed=0)
+    assert [r["question"] for r in records] == ["Who founded Velmora?", "When was Velmora founded?",
+                                                "What colour is Velmora's lighthouse?",
+                                                "Who built the lighthouse of Velmora?"]
+    # 7 wanted: two replies of five; then 3 still missing: one more reply. No stop string cuts a reply.
+    assert backend.asked == [(2, ()), (1, ())]
+    assert (stats.untagged, stats.generated, stats.not_a_question, stats.off_topic) == (1, 5, 0, 1)
 
 
 def test_answers_cut_at_the_length_cap_are_trimmed_or_dropped():

@@ -1,8 +1,9 @@
 """Talk to a run's trained model: one answer (`promptdistill ask`) or a conversation (`chat`).
 
-`ask` answers through evaluation's own path (evaluate.answer_questions): the same prompt, greedy
-decoding and answer length, so asking a test question gives the reply that the report graded.
-(Evaluation answers in batches; in bfloat16 a batch's padding can, rarely, tip a near-tie.)
+`ask` answers through evaluation's own path (evaluate.answer_questions): the same prompt, decoding
+and answer length, so asking a test question gives the reply that the report graded when answers
+are greedy (the default). (Evaluation answers in batches; in bfloat16 a batch's padding can,
+rarely, tip a near-tie.)
 
 `chat` loads the base model once with every trained adapter of the run beside it, streams each
 reply as it is generated, and keeps the conversation within the model's context by dropping the

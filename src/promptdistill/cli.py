@@ -43,6 +43,8 @@ MethodOption = typer.Option(None, "--method", help="only this method (default: a
 DocsOption = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}")
 TestQuestionsOption = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}')
 ModelOption = typer.Option(None, help="built-in name, hub id, local folder or .gguf file")
+DryRunOption = typer.Option(False, "--dry-run", help="print the plan (generations, training steps, LoRA "
+                            "parameters, files) and write config.yaml; load no model weights")
 MethodsOption = typer.Option(None, help="comma-separated subset of " + ",".join(method_table.METHODS)
                              + " (open-book's alias: oracle)")
 
@@ -83,15 +85,25 @@ def _finish(table: str, run_dir: Path) -> None:
 
 
 def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], methods: Optional[str],
-         config: Optional[Path], overrides: list[str], preset: Optional[str] = None) -> None:
+         config: Optional[Path], overrides: list[str], preset: Optional[str] = None, dry_run: bool = False) -> None:
     from promptdistill import pipeline
+    from promptdistill.plan import plan_documents
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [*_methods_option(methods), *overrides], preset)
     with _locked(out) as run:
+        if dry_run:
+            _print_plan(plan_documents(run, run_config, docs, test_questions), run)
+            return
         pipeline.prepare(run, run_config, docs, test_questions)
         _finish(pipeline.run_all(run, run_config), out)
+
+
+def _print_plan(plan: str, run) -> None:
+    print(plan)
+    console.print(f"\ndry run: nothing generated or trained; settings in {run.config}. "
+                  "Run the same command without --dry-run to start.", soft_wrap=True)
 
 
 @app.command()
@@ -123,9 +135,10 @@ def run(
     methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
+    dry_run: bool = DryRunOption,
 ) -> None:
     """Documents to trained adapters and a report: every stage, resuming finished ones."""
-    _run(docs, test_questions, out, model, methods, config, overrides)
+    _run(docs, test_questions, out, model, methods, config, overrides, dry_run=dry_run)
 
 
 @app.command()
@@ -139,15 +152,20 @@ def reproduce(
     methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
+    dry_run: bool = DryRunOption,
 ) -> None:
     """The paper's experiment on its datasets, with its published numbers beside the run's."""
     from promptdistill import pipeline
+    from promptdistill.plan import plan_dataset
 
     if model:
         overrides = [f"model.name={model}", *overrides]
     run_config = resolve_config(config, [f"dataset.spec={dataset}", *_methods_option(methods), *overrides], preset)
     out = out or Path("runs") / f"{dataset.replace(':', '-')}-{preset}"
     with _locked(out) as run:
+        if dry_run:
+            _print_plan(plan_dataset(run, run_config, data_dir), run)
+            return
         pipeline.prepare_dataset(run, run_config, data_dir)
         _finish(pipeline.run_all(run, run_config), out)
 

@@ -25,6 +25,8 @@ from promptdistill.errors import UserError, check_choice
 
 DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
+QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
+LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
 
 
 @dataclass
@@ -54,6 +56,9 @@ class SynthConfig:
     questions_per_passage: int = field(
         default=100, metadata={"help": "training questions the expert writes per passage"}
     )
+    question_style: str = field(
+        default="tagged", metadata={"help": "tagged: five self-contained questions per reply in <question> tags "
+                                            "(the official code's style); single: one question per reply"})
     question_temperature: float = field(
         default=1.5, metadata={"help": "sampling temperature of question writing (paper: 1.5)"}
     )
@@ -64,7 +69,10 @@ class SynthConfig:
         default=0.25, metadata={"help": "temperature of the sft training answers (paper: 0.25)"}
     )
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling cut (paper: none)"})
-    max_question_tokens: int = field(default=64, metadata={"help": "length cap of a question"})
+    top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (official code: 50); "
+                                                      "0: the whole vocabulary"})
+    max_question_tokens: int = field(
+        default=512, metadata={"help": "length cap of a question-writing reply (official code: 512)"})
     max_answer_tokens: int = field(default=256, metadata={"help": "length cap of an answer"})
     answer_length: str = field(
         default="cap", metadata={"help": "cap: answers run until they end or reach max_answer_tokens (the "
@@ -79,9 +87,12 @@ class SynthConfig:
         _check_positive("synth.questions_per_passage", self.questions_per_passage)
         for name in ("question_temperature", "pd_answer_temperature", "sft_answer_temperature"):
             _check_positive(f"synth.{name}", getattr(self, name))
+        if self.top_k < 0:
+            raise UserError(f"synth.top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"synth.top_p must be in (0, 1], got {self.top_p}")
         check_choice("synth.answer_length", self.answer_length, ANSWER_LENGTHS)
+        check_choice("synth.question_style", self.question_style, QUESTION_STYLES)
         for name in ("max_question_tokens", "max_answer_tokens", "max_attempts", "batch_size"):
             _check_positive(f"synth.{name}", getattr(self, name))
 
@@ -117,6 +128,9 @@ class TrainConfig:
     )
     jsd_beta: float = field(
         default=0.5, metadata={"help": "jsd's mixture weight of the teacher, in (0, 1) (TRL's GKD convention)"})
+    loss_reduction: str = field(
+        default="token", metadata={"help": "token: the mean over a batch's answer tokens; sequence: the mean per "
+                                           "answer, then over the batch (the official code's)"})
     keep_checkpoints: str = field(
         default="last", metadata={"help": "last: only the newest epoch's checkpoint is kept (all that resuming "
                                           "needs); all: every epoch's"})
@@ -126,6 +140,7 @@ class TrainConfig:
         check_choice("train.teacher", self.teacher, ("cached", "online"))
         check_choice("train.divergence", self.divergence, DIVERGENCES)
         check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
+        check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         if not 0 < self.jsd_beta < 1:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
@@ -143,10 +158,16 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     max_answer_tokens: int = field(default=48, metadata={"help": "length cap of a test answer"})
+    answer_temperature: float = field(
+        default=0.0, metadata={"help": "0: greedy test answers (ours; the official evaluate.py's default); "
+                                       "the paper samples them at 0.25"})
     answer_length: str = field(
         default="cap", metadata={"help": "cap: test answers run until they end or reach max_answer_tokens; "
                                          "sentence: each ends at its first full sentence"})
     batch_size: int = field(default=16, metadata={"help": "test questions per generation batch"})
+    match: str = field(
+        default="words", metadata={"help": "contains: an accepted answer as whole words of the reply (words), or "
+                                           "anywhere in it (substring, the official code's: '6' counts in '1846')"})
     retriever: str = field(default="bm25", metadata={"help": "rag retriever: bm25 or dense"})
     rag_k: int = field(default=7, metadata={"help": "passages retrieved into the rag prompt (paper: 7)"})
     dense_model: str = field(
@@ -160,11 +181,18 @@ class EvalConfig:
     judge_api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "environment variable holding the judge endpoint's key"})
     judge_max_tokens: int = field(default=256, metadata={"help": "length cap of the judge's reasoning"})
+    judge_style: str = field(
+        default="verdict", metadata={"help": "verdict: zero-shot, a verdict line (ours); few-shot: three worked "
+                                             "examples, reasoning and <grade> tags (the official code's format)"})
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "resamples of the 95% intervals"})
 
     def __post_init__(self):
         check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
         check_choice("eval.answer_length", self.answer_length, ANSWER_LENGTHS)
+        check_choice("eval.match", self.match, ("words", "substring"))
+        if self.answer_temperature < 0:
+            raise UserError(f"eval.answer_temperature must be >= 0, got {self.answer_temperature}")
+        check_choice("eval.judge_style", self.judge_style, ("verdict", "few-shot"))
         for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples"):
             _check_positive(f"eval.{name}", getattr(self, name))
         if self.judge_url and not self.judge:

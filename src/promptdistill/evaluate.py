@@ -3,11 +3,14 @@
 A method's context (methods.py) decides the prompt. Closed-book (base, uft, sft, pd): the
 question alone, in the student's prompt. With a context (open-book: the gold passages of the
 question's document, the ceiling that distillation aims for; rag and pd+rag: the retrieved
-passages), the context goes before the question as in the teacher's prompt. Answers are greedy,
-so grades do not depend on a sampling seed.
+passages), the context goes before the question as in the teacher's prompt. Answers are greedy
+by default, so grades do not depend on a sampling seed (the paper samples at 0.25:
+eval.answer_temperature).
 
 Grades use SQuAD's normalisation (lower case, no punctuation, no articles, single spaces):
-  contains: some accepted answer appears in the reply as a whole run of words;
+  contains: some accepted answer appears in the reply as a whole run of words (eval.match=words),
+            or anywhere in it, as the official code grades (eval.match=substring: '6' is then
+            found in '1846');
   em:       the reply equals some accepted answer;
   f1:       the best token F1 against the accepted answers.
 """
@@ -35,11 +38,14 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def contains(reply: str, answer: str) -> bool:
-    """Whole-word containment: '6' is not found in '1846', nor 'owl' in 'bowl'."""
+def contains(reply: str, answer: str, match: str = "words") -> bool:
+    """Whole-word containment: '6' is not found in '1846', nor 'owl' in 'bowl'; with match
+    "substring", plain containment of the normalised texts."""
     reply_words, answer_words = normalise_answer(reply).split(), normalise_answer(answer).split()
     if not answer_words:
         return False
+    if match == "substring":
+        return " ".join(answer_words) in " ".join(reply_words)
     width = len(answer_words)
     return any(reply_words[i:i + width] == answer_words for i in range(len(reply_words) - width + 1))
 
@@ -53,9 +59,9 @@ def token_f1(reply: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def grade(reply: str, answers: list[str]) -> dict[str, float]:
+def grade(reply: str, answers: list[str], match: str = "words") -> dict[str, float]:
     return {
-        "contains": float(any(contains(reply, answer) for answer in answers)),
+        "contains": float(any(contains(reply, answer, match) for answer in answers)),
         "em": float(any(normalise_answer(reply) == normalise_answer(answer) for answer in answers)),
         "f1": max(token_f1(reply, answer) for answer in answers),
     }
@@ -70,14 +76,16 @@ def answer_questions(
     backend: Backend, questions: list[str], contexts: list[str] | None, config: EvalConfig,
     description: str, store: BatchStore | None = None,
 ) -> list[str]:
-    """Greedy replies; each with its context (one per question) when given, closed-book otherwise.
-    Evaluation and `promptdistill ask` both answer through here, with the same prompt and decoding."""
+    """Replies (greedy unless eval.answer_temperature), each with its context (one per question)
+    when given, closed-book otherwise. Evaluation and `promptdistill ask` both answer through here,
+    with the same prompt and decoding."""
     if contexts is None:
         prompts = [student_prompt(question) for question in questions]
     else:
         prompts = [teacher_prompt(context, question) for question, context in zip(questions, contexts)]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
-    return generate_all(backend, prompts, Sampling(0.0, config.max_answer_tokens, stop=stop), seed=0,
+    sampling = Sampling(config.answer_temperature, config.max_answer_tokens, stop=stop)
+    return generate_all(backend, prompts, sampling, seed=0,
                         batch_size=config.batch_size, store=store, description=description)
 
 
@@ -96,18 +104,18 @@ def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion],
         contexts = [join_passages(found) for found in retrieved]
     replies = answer_questions(backend, [test.question for test in tests], contexts, config,
                                f"evaluating {method.name}", store)
-    records = grade_all(tests, replies)
+    records = grade_all(tests, replies, config.match)
     for record, test, found in zip(records, tests, retrieved or []):
         record["retrieved"] = [passage.id for passage in found]
         record["retrieval_hit"] = any(passage.doc_id == test.doc_id for passage in found)
     return records
 
 
-def grade_all(questions: list[TestQuestion], replies: list[str]) -> list[dict]:
+def grade_all(questions: list[TestQuestion], replies: list[str], match: str = "words") -> list[dict]:
     """Per-question records: the question, the reply and its grades."""
     return [
         {"id": q.id, "question": q.question, "answers": q.answers, "doc_id": q.doc_id,
-         "reply": reply, **grade(reply, q.answers)}
+         "reply": reply, **grade(reply, q.answers, match)}
         for q, reply in zip(questions, replies)
     ]
 

@@ -1,10 +1,14 @@
-"""An LLM judge of answers, as in the paper, and its agreement with containment grading.
+"""An LLM judge of answers, and its agreement with containment grading.
 
-The judge sees the question, the accepted answers and the proposed answer, reasons briefly and
-ends with "Verdict: correct" or "Verdict: incorrect" alone on its last line. Only that last
-line is read, and only an exact verdict line counts: anything else is unparseable (None), never
-quietly a pass or a fail, and words such as "correct" in the reasoning (or in a proposed answer
-the judge quotes) cannot decide the verdict.
+Two styles (eval.judge_style), both reading only an exact verdict, so that anything else is
+unparseable (None), never quietly a pass or a fail, and words such as "correct" in the reasoning
+(or in a proposed answer the judge quotes) cannot decide it:
+  verdict   zero-shot; the judge reasons briefly and ends with "Verdict: correct" or "Verdict:
+            incorrect" alone on its last line (ours, the default);
+  few-shot  the official code's format: three worked examples, then reasoning in <reasoning> tags
+            and the grade in <grade>true</grade> or <grade>false</grade> (our wording and
+            examples; the official parser also accepts "true" anywhere in the reply, ours only
+            the last grade tag).
 
 The judge runs on any generation Backend (generation.make_backend): a local model or an
 OpenAI-compatible chat-completions server.
@@ -39,6 +43,41 @@ def judge_prompt(question: str, answers: list[str], proposed: str) -> str:
     )
 
 
+_EXAMPLES = (
+    ("In which year did the Velmora lighthouse first shine?", ["1623"],
+     "The lighthouse was first lit in 1623, the year the town was founded.",
+     "The accepted answer is 1623 and the proposed answer gives 1623.", "true"),
+    ("Who painted the harbour mural in Velmora?", ["Lisandre Quellow", "Quellow"],
+     "The mural was painted by Tobin Quarrel, the town's founder.",
+     "The accepted answers name Lisandre Quellow; the proposed answer names someone else.", "false"),
+    ("Which colours are the Velmora ferries painted in?", ["saffron and white", "saffron"],
+     "They are saffron, with a white stripe along the hull and blue railings.",
+     "Saffron is accepted, and the extra details do not contradict it.", "true"),
+)
+
+
+def few_shot_judge_prompt(question: str, answers: list[str], proposed: str) -> str:
+    """The judge's user turn in the official code's format: worked examples, then the case."""
+    def case(question: str, answers: list[str], proposed: str) -> str:
+        return f"Question: {question}\nAccepted answers: {answers}\nProposed answer: {proposed}\n"
+
+    examples = "\n".join(
+        f"Example {number}:\n{case(q, a, p)}Output:\n<reasoning>{why}</reasoning>\n<grade>{grade}</grade>\n"
+        for number, (q, a, p, why, grade) in enumerate(_EXAMPLES, start=1))
+    return (
+        "Grade a proposed answer to a question against the list of accepted answers. The grade is true "
+        "if the proposed answer agrees with any accepted answer, false otherwise. Write your reasoning in "
+        "<reasoning> tags and the grade in <grade> tags, as in these examples.\n\n"
+        f"{examples}\nNow grade this one:\n{case(question, answers, proposed)}Output:"
+    )
+
+
+def parse_grade_tag(text: str) -> bool | None:
+    """True or False from the reply's last <grade>true|false</grade>; None without one."""
+    grades = re.findall(r"<grade>\s*(true|false)\s*</grade>", text, re.IGNORECASE)
+    return grades[-1].lower() == "true" if grades else None
+
+
 def parse_verdict(text: str) -> bool | None:
     """True or False from the last non-empty line's verdict; None if that line is not one."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -50,18 +89,22 @@ def parse_verdict(text: str) -> bool | None:
     return match.group(1).lower() == "correct"
 
 
+JUDGE_STYLES = {"verdict": (judge_prompt, parse_verdict), "few-shot": (few_shot_judge_prompt, parse_grade_tag)}
+
+
 def judge_all(
     backend: Backend, records: list[dict], max_new_tokens: int = 256,
-    batch_size: int = 8, store: BatchStore | None = None,
+    batch_size: int = 8, store: BatchStore | None = None, style: str = "verdict",
 ) -> list[bool | None]:
     """Greedy verdicts on records with "question", "answers" and "reply" (evaluate.grade_all's).
 
-    A reply cut off by `max_new_tokens` before its verdict line is unparseable.
+    A reply cut off by `max_new_tokens` before its verdict is unparseable.
     """
-    prompts = [judge_prompt(r["question"], r["answers"], r["reply"]) for r in records]
+    make_prompt, parse = JUDGE_STYLES[style]
+    prompts = [make_prompt(r["question"], r["answers"], r["reply"]) for r in records]
     replies = generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
                            batch_size=batch_size, store=store, description="judging")
-    return [parse_verdict(reply) for reply in replies]
+    return [parse(reply) for reply in replies]
 
 
 def agreement(judge_verdicts: list[bool | None], contains_grades: list[float | bool]) -> dict:

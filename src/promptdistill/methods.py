@@ -35,7 +35,7 @@ class Context(Enum):
 COMMON_TRAIN_SETTINGS = (
     "train.learning_rate", "train.batch_size", "train.gradient_accumulation_steps", "train.warmup_ratio",
     "train.weight_decay", "train.max_grad_norm", "train.lora_rank", "train.lora_alpha", "train.lora_dropout",
-    "train.lora_output_layer",
+    "train.lora_output_layer", "train.loss_reduction",
 )
 TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),

@@ -149,6 +149,24 @@ def load_tokenizer(config: ModelConfig):
     return prepare_tokenizer(tokenizer, config.name)
 
 
+def load_shapes(config: ModelConfig):
+    """(model, tokenizer) with the model's architecture on the meta device: its shapes and parameter
+    counts, no weights read or converted (a .gguf file's tokenizer and config come from its header)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf_file = resolve_model_source(config.name)
+    if gguf_file is not None and (_gguf_cache_dir(source, gguf_file) / "config.json").is_file():
+        source, gguf_file = str(_gguf_cache_dir(source, gguf_file)), None  # converted before: faster to read
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+        architecture = AutoConfig.from_pretrained(source, gguf_file=gguf_file)
+    except OSError as error:
+        raise UserError(f"--model {config.name}: cannot load its tokenizer: {str(error).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(architecture)
+    return model, prepare_tokenizer(tokenizer, config.name)
+
+
 def prepare_tokenizer(tokenizer, name: str = "model"):
     if tokenizer.chat_template is None:
         raise UserError(f"--model {name}: tokenizer has no chat template; use an instruct model")

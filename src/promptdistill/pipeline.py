@@ -100,8 +100,9 @@ def questions(run: RunDir, config: RunConfig) -> None:
         write_jsonl(run.questions, records)
         return {"questions": len(records), **vars(stats)}
 
-    settings = config.settings(*MODEL, "seed", "synth.questions_per_passage", "synth.question_temperature",
-                               "synth.top_p", "synth.max_question_tokens", "synth.max_attempts", "synth.batch_size")
+    settings = config.settings(*MODEL, "seed", "synth.questions_per_passage", "synth.question_style",
+                               "synth.question_temperature", "synth.top_p", "synth.top_k", "synth.max_question_tokens",
+                               "synth.max_attempts", "synth.batch_size")
     Stage("questions", settings, [run.passages], [run.questions]).run(run, work)
 
 
@@ -109,8 +110,8 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """The expert's open-book answers that `method` trains on, sampled at its own temperature and seed."""
     from promptdistill.synth import answer_questions
 
-    settings = config.settings(*MODEL, "seed", method.answer_temperature, "synth.top_p", "synth.max_answer_tokens",
-                               "synth.answer_length", "synth.batch_size")
+    settings = config.settings(*MODEL, "seed", method.answer_temperature, "synth.top_p", "synth.top_k",
+                               "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size")
     temperature = settings[method.answer_temperature]
 
     def work():
@@ -185,7 +186,8 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """Answer the test questions with one method, grade them, write eval/METHOD.jsonl."""
     inputs = [run.test_questions, run.passages]
-    settings = [*MODEL, "eval.max_answer_tokens", "eval.answer_length", "eval.batch_size"]
+    settings = [*MODEL, "eval.max_answer_tokens", "eval.answer_temperature", "eval.answer_length", "eval.batch_size",
+                "eval.match"]
     adapter = run.adapter(method.adapter) if method.adapter else None
     if adapter is not None:
         inputs.append(adapter)
@@ -213,11 +215,13 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         backend = make_backend(dataclasses.replace(config.model, name=settings.judge), server_url=settings.judge_url,
                                api_key_env=settings.judge_api_key_env)
         with BatchStore(run.batches(f"judge-{method.name}")) as store:
-            verdicts = judge_all(backend, records, settings.judge_max_tokens, settings.batch_size, store)
+            verdicts = judge_all(backend, records, settings.judge_max_tokens, settings.batch_size, store,
+                                 settings.judge_style)
         write_jsonl(run.judged(method.name), [{"id": r["id"], "judge": v} for r, v in zip(records, verdicts)])
         return {"judged": len(verdicts), "unparseable": sum(v is None for v in verdicts)}
 
-    judge_settings = config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens", "model.dtype")
+    judge_settings = config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens", "eval.judge_style",
+                                     "model.dtype")
     Stage(f"judge-{method.name}", judge_settings, [run.eval(method.name)], [run.judged(method.name)]).run(run, work)
 
 

@@ -16,6 +16,23 @@ def question_writing_prompt(passage: str) -> str:
     return f"{passage}\n\nWrite a question about the text above."
 
 
+QUESTIONS_PER_TAGGED_REPLY = 5
+
+
+def tagged_question_writing_prompt(passage: str) -> str:
+    """The official code's style of request: several hard, self-contained trivia questions per
+    reply, each in <question> tags (our wording; synth.question_style=tagged)."""
+    return (
+        f"Read this paragraph:\n{passage}\n\n"
+        f"Write {QUESTIONS_PER_TAGGED_REPLY} difficult trivia questions about the facts in it. Whoever answers "
+        "will not see the paragraph, so every question must make sense on its own: name the people, places "
+        "and things it asks about. No multiple choice. Reply with the questions only, each on its own line "
+        "inside tags, like this:\n"
+        "<question>In which year did the Eiffel Tower open?</question>\n"
+        "<question>Which river flows through Vienna?</question>"
+    )
+
+
 def student_prompt(question: str) -> str:
     """Closed-book: the question alone, in training and at test time."""
     return question

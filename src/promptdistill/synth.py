@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Document, Passage, TestQuestion
 from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, generate_all
-from promptdistill.prompts import question_writing_prompt, rewriting_prompt, teacher_prompt
+from promptdistill.prompts import (QUESTIONS_PER_TAGGED_REPLY, question_writing_prompt, rewriting_prompt,
+                                   tagged_question_writing_prompt, teacher_prompt)
 
 STOPWORDS = frozenset(
     "a an and are as at be by did do does for from had has have how in is it its of on or "
@@ -31,6 +32,7 @@ class QuestionStats:
     not_a_question: int = 0
     off_topic: int = 0
     duplicate: int = 0
+    untagged: int = 0  # tagged style: replies without a single <question> tag
 
 
 def clean_question(text: str) -> str | None:
@@ -47,6 +49,11 @@ def clean_question(text: str) -> str | None:
     return None
 
 
+def tagged_questions(reply: str) -> list[str]:
+    """The texts inside a reply's <question>...</question> tags, in order (none: an unusable reply)."""
+    return [text.strip() for text in re.findall(r"<question>(.*?)</question>", reply, re.DOTALL | re.IGNORECASE)]
+
+
 def content_words(text: str) -> set[str]:
     return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if word not in STOPWORDS and len(word) > 2}
 
@@ -58,35 +65,49 @@ def normalise_question(question: str) -> str:
 def write_questions(
     backend: Backend, passages: list[Passage], config: SynthConfig, seed: int, store: BatchStore | None = None,
 ) -> tuple[list[dict], QuestionStats]:
-    """Sample questions until each passage has its quota or `max_attempts` rounds are spent."""
-    # Only a reply's first line, up to its '?', is kept: what follows is not worth generating.
-    sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p, stop=("?",))
+    """Sample questions until each passage has its quota or `max_attempts` rounds are spent.
+
+    Style "single": one question per reply, its first line up to the '?' (what follows is not worth
+    generating, so generation stops there). Style "tagged": several per reply, in <question> tags.
+    """
+    tagged = config.question_style == "tagged"
+    per_reply = QUESTIONS_PER_TAGGED_REPLY if tagged else 1
+    writing_prompt = tagged_question_writing_prompt if tagged else question_writing_prompt
+    sampling = Sampling(config.question_temperature, config.max_question_tokens, config.top_p,
+                        stop=() if tagged else ("?",), top_k=config.top_k)
     kept: dict[str, list[str]] = {passage.id: [] for passage in passages}
     seen: dict[str, set[str]] = {passage.id: set() for passage in passages}
     passage_words = {passage.id: content_words(passage.text) for passage in passages}
     stats = QuestionStats()
+
+    def keep(passage: Passage, question: str | None) -> None:
+        stats.generated += 1
+        if question is None:
+            stats.not_a_question += 1
+        elif not content_words(question) & passage_words[passage.id]:
+            stats.off_topic += 1
+        elif normalise_question(question) in seen[passage.id]:
+            stats.duplicate += 1
+        elif len(kept[passage.id]) < config.questions_per_passage:
+            seen[passage.id].add(normalise_question(question))
+            kept[passage.id].append(question)
+
     for attempt in range(config.max_attempts):
         wanted = [(p, config.questions_per_passage - len(kept[p.id])) for p in passages]
-        jobs = [p for p, missing in wanted for _ in range(max(missing, 0))]
+        jobs = [p for p, missing in wanted for _ in range(-(-max(missing, 0) // per_reply))]
         if not jobs:
             break
         replies = generate_all(
-            backend, [question_writing_prompt(p.text) for p in jobs], sampling, seed=seed + attempt,
+            backend, [writing_prompt(p.text) for p in jobs], sampling, seed=seed + attempt,
             batch_size=config.batch_size, store=store, groups=[p.id for p in jobs],
             description=f"writing questions (round {attempt + 1})",
         )
         for passage, reply in zip(jobs, replies):
-            stats.generated += 1
-            question = clean_question(reply)
-            if question is None:
-                stats.not_a_question += 1
-            elif not content_words(question) & passage_words[passage.id]:
-                stats.off_topic += 1
-            elif normalise_question(question) in seen[passage.id]:
-                stats.duplicate += 1
-            elif len(kept[passage.id]) < config.questions_per_passage:
-                seen[passage.id].add(normalise_question(question))
-                kept[passage.id].append(question)
+            candidates = tagged_questions(reply) if tagged else [reply]
+            if not candidates:
+                stats.untagged += 1
+            for question in map(clean_question, candidates):
+                keep(passage, question)
     records = [
         {"id": f"{passage.id}/q{index}", "passage_id": passage.id, "question": question}
         for passage in passages for index, question in enumerate(kept[passage.id])
@@ -107,7 +128,7 @@ def answer_questions(
     """
     prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
-    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop)
+    sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop, config.top_k)
     replies = generate_all(
         backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
         groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",

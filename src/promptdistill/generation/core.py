@@ -29,6 +29,7 @@ class Sampling:
     max_new_tokens: int
     top_p: float = 1.0
     stop: tuple[str, ...] = ()  # a reply ends at the first of these (kept in it), or at the cap
+    top_k: int = 0  # sample among the k likeliest tokens only; 0: no such cut
 
 
 SENTENCE_ENDS = (". ", ".\n", "! ", "!\n", "? ", "?\n")  # a reply's first sentence is over

@@ -64,7 +64,7 @@ class TransformersBackend:
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p,
-            top_k=None,  # the model's generation_config may set one; this samples from the whole vocabulary
+            top_k=None if greedy or not sampling.top_k else sampling.top_k,  # None overrides generation_config's
             pad_token_id=self.tokenizer.pad_token_id,
             # A row that met a stop string is finished; the batch ends when every row is.
             stop_strings=list(sampling.stop) or None,

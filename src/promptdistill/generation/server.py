@@ -52,6 +52,8 @@ class ServerBackend:
             "max_tokens": sampling.max_new_tokens,
             "seed": seed,
         }
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
         if sampling.stop:
             # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
             body.update(stop=list(sampling.stop), include_stop_str_in_output=True)

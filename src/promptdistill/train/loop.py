@@ -39,7 +39,7 @@ from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches
-from promptdistill.train.losses import cross_entropy, distill_loss, top_k_distill_loss
+from promptdistill.train.losses import cross_entropy, distill_loss, token_weights, top_k_distill_loss
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,16 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
     )[mask]
+    weights = token_weights(mask, config.loss_reduction)
     if training in (Training.ANSWERS_CE, Training.PASSAGES):
-        return cross_entropy(student_logits, batch["answer_ids"][mask])
+        return cross_entropy(student_logits, batch["answer_ids"][mask], weights)
     if "teacher_token_ids" in batch:
         return top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
                                   batch["teacher_tail_mass"][mask], config.distill_temperature,
-                                  config.divergence, config.jsd_beta)
+                                  config.divergence, config.jsd_beta, weights)
     teacher_logits = online_teacher_logits(student, batch)[mask]
     return distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
-                        config.jsd_beta)
+                        config.jsd_beta, weights)
 
 
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,

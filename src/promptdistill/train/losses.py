@@ -2,7 +2,9 @@
 
 Every function takes the student's logits first, of shape [N, V] for the N answer tokens selected
 by the batch's answer mask (so padding and prompt positions never enter a loss), then its
-targets, and returns the mean over the N tokens.
+targets, and returns the mean over the N tokens, or a weighted mean with `weights` [N] (summing to
+1): `token_weights` gives each answer the same weight whatever its length, as the official code
+does (its loss is a mean per sequence, then over the batch).
 
 Distillation compares the teacher's distribution p and the student's q, both softened by the
 temperature, with one of three divergences:
@@ -22,7 +24,23 @@ import math
 import torch
 import torch.nn.functional as F
 
-from promptdistill.config import DIVERGENCES
+from promptdistill.config import DIVERGENCES, LOSS_REDUCTIONS
+
+
+def token_weights(answer_mask: torch.Tensor, reduction: str) -> torch.Tensor | None:
+    """The weight of each masked token [N] in a batch's loss: None for a plain mean over tokens
+    ("token"), or 1 / (its answer's length x the answers in the batch) ("sequence")."""
+    if reduction == "token":
+        return None
+    if reduction != "sequence":
+        raise ValueError(f"unknown loss reduction {reduction!r}; choose from {', '.join(LOSS_REDUCTIONS)}")
+    lengths = answer_mask.sum(dim=1, keepdim=True)
+    per_row = 1.0 / (lengths.clamp(min=1) * (lengths > 0).sum())
+    return per_row.expand_as(answer_mask)[answer_mask].float()
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights).sum()
 
 
 def divergence(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kind: str = "forward",
@@ -41,18 +59,19 @@ def divergence(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, k
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                 kind: str = "forward", beta: float = 0.5) -> torch.Tensor:
+                 kind: str = "forward", beta: float = 0.5, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over tokens of the divergence between teacher and student, both at `temperature`.
 
     Not multiplied by T**2 (Hinton et al.): the learning rate absorbs that constant.
     """
-    return divergence(F.log_softmax(student_logits.float() / temperature, dim=-1),
-                      F.log_softmax(teacher_logits.float() / temperature, dim=-1), kind, beta).mean()
+    return weighted_mean(divergence(F.log_softmax(student_logits.float() / temperature, dim=-1),
+                                    F.log_softmax(teacher_logits.float() / temperature, dim=-1), kind, beta), weights)
 
 
 def top_k_distill_loss(
     student_logits: torch.Tensor, teacher_token_ids: torch.Tensor, teacher_logprobs: torch.Tensor,
     teacher_tail_mass: torch.Tensor, temperature: float, kind: str = "forward", beta: float = 0.5,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`distill_loss` against a cached teacher: its top-k tokens [N, k] plus one bucket for the rest.
 
@@ -66,9 +85,10 @@ def top_k_distill_loss(
     teacher_tail = teacher_tail_mass.float().clamp(min=1e-30).log()
     student_buckets = torch.cat([student_logprobs.gather(-1, token_ids), student_tail[:, None]], dim=-1)
     teacher_buckets = torch.cat([teacher_logprobs.float(), teacher_tail[:, None]], dim=-1)
-    return divergence(student_buckets, teacher_buckets, kind, beta).mean()
+    return weighted_mean(divergence(student_buckets, teacher_buckets, kind, beta), weights)
 
 
-def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy of the answer tokens (sft, uft)."""
-    return F.cross_entropy(student_logits.float(), targets)
+    return weighted_mean(F.cross_entropy(student_logits.float(), targets, reduction="none"), weights)
