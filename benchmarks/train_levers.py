@@ -97,7 +97,7 @@ def main() -> None:
         print(f"\n{source} ({result['questions']} test questions): containment %, paired differences in points")
         header = "| variant | " + " | ".join(f"{m} [95%] | {m} - ref" for m in method_names)
         print(header + " | pd - sft | train s | time ratio |")
-        print("|" + "---|" * (3 + 2 * len(method_names)))
+        print("|" + "---|" * (4 + 2 * len(method_names)))
         for name, row in result["variants"].items():
             cells = []
             for method in method_names:
