@@ -317,7 +317,10 @@ def chat(run_dir: Path = RunDirArgument, method: str = UseMethodOption,
          temperature: float = typer.Option(0.0, help="0: greedy, the same reply every time"),
          overrides: list[str] = SetOption) -> None:
     """Talk to the trained model in the terminal (replies streamed; /method, /reset, /exit)."""
-    import readline  # noqa: F401  (line editing and history for input())
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:  # not on every platform; input() works without it
+        pass
 
     from promptdistill.chat import ChatModel, chat_session
 
