@@ -144,9 +144,14 @@ def load_tokenizer(config: ModelConfig):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(local_model_path(config.name))
-    except OSError as error:  # offline, a wrong hub id, a folder without tokenizer files
-        raise UserError(f"--model {config.name}: cannot load its tokenizer: {str(error).splitlines()[0]}") from None
+    except OSError as error:
+        raise unreachable(config, error) from None
     return prepare_tokenizer(tokenizer, config.name)
+
+
+def unreachable(config: ModelConfig, error: OSError) -> UserError:
+    """One line for a model whose files cannot be read: offline, a wrong hub id, a folder without tokenizer."""
+    return UserError(f"--model {config.name}: cannot load its tokenizer: {str(error).splitlines()[0]}")
 
 
 def load_shapes(config: ModelConfig):
@@ -155,13 +160,15 @@ def load_shapes(config: ModelConfig):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file = resolve_model_source(config.name)
-    if gguf_file is not None and (_gguf_cache_dir(source, gguf_file) / "config.json").is_file():
-        source, gguf_file = str(_gguf_cache_dir(source, gguf_file)), None  # converted before: faster to read
+    if gguf_file is not None:
+        converted = _gguf_cache_dir(source, gguf_file)
+        if (converted / "config.json").is_file():  # converted before: faster to read
+            source, gguf_file = str(converted), None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
         architecture = AutoConfig.from_pretrained(source, gguf_file=gguf_file)
     except OSError as error:
-        raise UserError(f"--model {config.name}: cannot load its tokenizer: {str(error).splitlines()[0]}") from None
+        raise unreachable(config, error) from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(architecture)
     return model, prepare_tokenizer(tokenizer, config.name)
