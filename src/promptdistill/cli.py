@@ -79,6 +79,13 @@ def _locked(run_dir: Path):
         sys.exit(130)
 
 
+def _serving(run_config):
+    """The run's generation server (generation.server_command), up for the command's length."""
+    from promptdistill.generation import serving
+
+    return serving(run_config.model, run_config.generation)
+
+
 def _finish(table: str, run_dir: Path) -> None:
     print(table)
     console.print(f"\nreport: {run_dir / 'report.md'}  chart: {run_dir / 'plots' / 'accuracy.png'}")
@@ -96,8 +103,9 @@ def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], meth
         if dry_run:
             _print_plan(plan_documents(run, run_config, docs, test_questions), run)
             return
-        pipeline.prepare(run, run_config, docs, test_questions)
-        _finish(pipeline.run_all(run, run_config), out)
+        with _serving(run_config):
+            pipeline.prepare(run, run_config, docs, test_questions)
+            _finish(pipeline.run_all(run, run_config), out)
 
 
 def _print_plan(plan: str, run) -> None:
@@ -166,8 +174,9 @@ def reproduce(
         if dry_run:
             _print_plan(plan_dataset(run, run_config, data_dir), run)
             return
-        pipeline.prepare_dataset(run, run_config, data_dir)
-        _finish(pipeline.run_all(run, run_config), out)
+        with _serving(run_config):
+            pipeline.prepare_dataset(run, run_config, data_dir)
+            _finish(pipeline.run_all(run, run_config), out)
 
 
 @app.command()
@@ -231,7 +240,7 @@ def questions(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) 
     """The expert writes training questions about each passage."""
     from promptdistill import pipeline
 
-    with _stage(run_dir, overrides) as (run, run_config):
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
         pipeline.questions(run, run_config)
 
 
@@ -241,7 +250,7 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
     """The expert answers each question with its passage (pd: T=1.5, sft: T=0.25 in the paper)."""
     from promptdistill import pipeline
 
-    with _stage(run_dir, overrides) as (run, run_config):
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
         trained = method_table.trained(run_config.methods)
         for chosen in _chosen(method, [m for m in trained if m.trains_on_answers]):
             pipeline.answers(run, run_config, chosen)
@@ -274,7 +283,7 @@ def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOptio
     """Answer the test questions with each method and grade them (and ask the judge, if set)."""
     from promptdistill import pipeline
 
-    with _stage(run_dir, overrides) as (run, run_config):
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
         for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
             pipeline.evaluate(run, run_config, chosen)
             if run_config.eval.judge:

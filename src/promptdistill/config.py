@@ -218,6 +218,27 @@ class DatasetConfig:
 
 
 @dataclass
+class GenerationConfig:
+    server_url: str = field(
+        default="", metadata={"help": "an OpenAI-compatible server (http://HOST:PORT/v1) for the base model's "
+                                      "generations: questions, answers, rewrites, and the test answers of base, rag "
+                                      "and open-book (methods with an adapter answer in this process)"})
+    server_command: str = field(
+        default="", metadata={"help": "a command that starts such a server, with {model} (the model's local "
+                                      "folder or hub id) and {port}: started when a run begins, stopped at its end, "
+                                      "also after an error or Ctrl-C"})
+    server_model: str = field(
+        default="", metadata={"help": "the model name requests carry (default: what {model} stands for, or model.name)"})
+    api_key_env: str = field(default="", metadata={"help": "environment variable with the server's key; empty: none"})
+    startup_seconds: int = field(default=900, metadata={"help": "how long a started server may take to answer"})
+
+    def __post_init__(self):
+        if self.server_command and "{port}" not in self.server_command:
+            raise UserError("generation.server_command must contain {port}, where the server is to listen")
+        _check_positive("generation.startup_seconds", self.startup_seconds)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -225,6 +246,7 @@ class RunConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     methods: list[str] = field(default_factory=lambda: list(method_table.METHODS))
     seed: int = 0
 

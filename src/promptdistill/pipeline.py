@@ -26,7 +26,7 @@ from promptdistill.corpus import Document, TestQuestion, read_documents, read_te
 from promptdistill.errors import UserError
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
-from promptdistill.generation import BatchStore, make_backend
+from promptdistill.generation import BatchStore, make_backend, served
 from promptdistill.models import load_model, load_tokenizer
 from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
@@ -77,7 +77,8 @@ def rewrite_questions(run: RunDir, config: RunConfig, documents: list[Document],
     pairs_path = run.inputs / "rewritten_questions.jsonl"
 
     def work():
-        pairs = rewrite_test_questions(make_backend(config.model), documents, tests, config.synth.max_question_tokens,
+        backend = make_backend(config.model, **served(config.generation))
+        pairs = rewrite_test_questions(backend, documents, tests, config.synth.max_question_tokens,
                                        config.eval.batch_size, config.seed)
         write_jsonl(pairs_path, pairs)
         return {"questions": len(pairs), "changed": sum(p["rewritten"] != p["original"] for p in pairs)}
@@ -92,8 +93,8 @@ def questions(run: RunDir, config: RunConfig) -> None:
 
     def work():
         with BatchStore(run.batches("questions")) as store:
-            records, stats = write_questions(make_backend(config.model), run.load_passages(), config.synth,
-                                             config.seed, store)
+            backend = make_backend(config.model, **served(config.generation))
+            records, stats = write_questions(backend, run.load_passages(), config.synth, config.seed, store)
         if not records:
             raise UserError("the model wrote no usable question for any passage; see docs/sampling.md "
                             "(try a lower synth.question_temperature)")
@@ -117,9 +118,9 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     def work():
         passages = {passage.id: passage for passage in run.load_passages()}
         with BatchStore(run.batches(f"answers-{method.name}")) as store:
-            records, counts = answer_questions(make_backend(config.model), passages, read_jsonl(run.questions),
-                                               temperature, config.synth, config.seed + method.answer_seed_offset,
-                                               store)
+            backend = make_backend(config.model, **served(config.generation))
+            records, counts = answer_questions(backend, passages, read_jsonl(run.questions), temperature, config.synth,
+                                               config.seed + method.answer_seed_offset, store)
         write_jsonl(run.answers(method.name), records)
         return counts
 
@@ -196,8 +197,9 @@ def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 
     def work():
         with BatchStore(run.batches(f"evaluate-{method.name}")) as store:
-            records = evaluate_method(make_backend(config.model, adapter), method, run.load_test_questions(),
-                                      run.load_passages(), config.eval, store)
+            backend = make_backend(config.model, adapter, **served(config.generation, adapter))
+            records = evaluate_method(backend, method, run.load_test_questions(), run.load_passages(), config.eval,
+                                      store)
         write_jsonl(run.eval(method.name), records)
         return summarise(records)
 

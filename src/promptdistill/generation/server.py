@@ -1,12 +1,23 @@
-"""A backend over an OpenAI-compatible /chat/completions endpoint (OpenAI, vLLM, llama.cpp, transformers serve)."""
+"""A backend over an OpenAI-compatible /chat/completions endpoint (OpenAI, vLLM, llama.cpp, transformers serve),
+and a server started for the length of a run.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
 
 from promptdistill.errors import UserError
 from promptdistill.generation.core import Sampling
@@ -20,10 +31,10 @@ class ServerBackend:
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, identity: str = ""):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self.identity = f"{self.url}|{model}"
+        self.identity = identity or f"{self.url}|{model}"  # a started server's port changes; its command does not
         self.timeout = timeout
         self._api_key: str | None = None
         if api_key_env is not None:
@@ -83,3 +94,61 @@ class ServerBackend:
     def _redact(self, message: str) -> str:
         """A server may echo the key back; it goes no further."""
         return message.replace(self._api_key, "***") if self._api_key else message
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: Linux sends it SIGTERM when promptdistill dies,
+    even by kill -9, so that no server outlives the run that started it."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@contextmanager
+def started_server(command: str, model: str, startup_seconds: float) -> Iterator[str]:
+    """Run `command` ({model} and {port} filled in) until the block ends; yield its base URL once
+    GET /v1/models answers. The server is stopped at the end, after an error and after Ctrl-C
+    (SIGTERM to its process group, SIGKILL 30 s later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    arguments = shlex.split(command.format(model=shlex.quote(model), port=port))
+    output = tempfile.TemporaryFile()
+    try:
+        process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
+    except OSError as error:
+        raise UserError(f"generation.server_command: cannot start {arguments[0]}: {error.strerror}") from None
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            if process.poll() is not None:
+                output.seek(0)
+                tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
+                raise UserError(f"generation.server_command exited with code {process.returncode} before it "
+                                f"answered: {' | '.join(tail) or 'no output'}")
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise UserError(f"generation.server_command: no answer at {url} after {startup_seconds} s "
+                                    "(generation.startup_seconds)") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        _stop(process)
+        output.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
