@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from promptdistill.config import RunConfig, TrainConfig, parse_override, resolve_config
 from promptdistill.errors import UserError
@@ -42,3 +43,16 @@ def test_parse_override_types():
     assert parse_override("train.epochs=3") == {"train": {"epochs": 3}}
     assert resolve_config(None, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
     assert TrainConfig(learning_rate=1).learning_rate == 1
+
+
+def test_a_run_made_before_a_setting_existed_reads_it_from_the_model_preset(tmp_path):
+    from promptdistill.config import load_run_config
+
+    saved = resolve_config(None, []).to_dict()  # the built-in model
+    del saved["synth"]["top_k"], saved["synth"]["question_style"], saved["train"]["loss_reduction"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    config = load_run_config(path)
+    assert (config.synth.top_k, config.synth.question_style) == (0, "single")  # the preset's, not the paper's
+    assert config.train.loss_reduction == "token"
+    assert config.synth.question_temperature == 0.7 and load_run_config(path, ["synth.top_k=5"]).synth.top_k == 5

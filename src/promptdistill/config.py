@@ -385,8 +385,15 @@ def resolve_config(
 
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read back the resolved config.yaml of a run directory, with --set overrides on top."""
+    """Read back the resolved config.yaml of a run directory, with --set overrides on top.
+
+    A setting that promptdistill gained after the run was made is missing from the file; it takes
+    the model preset's value, as at resolution, before the dataclass default.
+    """
     values = read_yaml(path)
+    model_preset = preset_path(str(values.get("model", {}).get("name") or ModelConfig.name))
+    if model_preset is not None:
+        values = _merge(read_yaml(model_preset), values)
     for text in overrides:
         values = _merge(values, parse_override(text))
     return _build(RunConfig, values, "")
