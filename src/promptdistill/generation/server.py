@@ -31,11 +31,11 @@ class ServerBackend:
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 120.0, identity: str = ""):
+                 timeout: float = 900.0, identity: str = ""):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.identity = identity or f"{self.url}|{model}"  # a started server's port changes; its command does not
-        self.timeout = timeout
+        self.timeout = timeout  # per request; a server without continuous batching queues a batch
         self._api_key: str | None = None
         if api_key_env is not None:
             self._api_key = os.environ.get(api_key_env)
