@@ -34,13 +34,7 @@ def trained_adapter(run: RunDir, name: str) -> Path | None:
     method = methods.METHODS[methods.canonical_name(name, "--method")]
     if method.context is methods.Context.GOLD:
         raise UserError(f"--method {name}: open-book needs the question's document; use --rag for retrieval")
-    if method.adapter is None:
-        return None
-    adapter = run.adapter(method.adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"--method {name}: {adapter} is missing; train it with "
-                        f"`promptdistill train {run.path} --method {method.adapter}`")
-    return adapter
+    return run.trained_adapter(method.adapter) if method.adapter else None
 
 
 def ask(run: RunDir, config: RunConfig, question: str, method: str = "pd", rag: bool = False) -> str:
@@ -62,7 +56,7 @@ class ChatModel:
     def __init__(self, run: RunDir, config: RunConfig, method: str, max_new_tokens: int, temperature: float):
         model, self.tokenizer = load_model(config.model)
         self.adapters = {m.name: run.adapter(m.name) for m in methods.METHODS.values()
-                         if m.training and (run.adapter(m.name) / "adapter_config.json").is_file()}
+                         if m.training and run.trained(m.name)}
         for number, (name, adapter) in enumerate(self.adapters.items()):
             if number == 0:
                 model = load_adapter(model, adapter, name)

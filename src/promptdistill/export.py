@@ -40,9 +40,7 @@ def exported_method(run: RunDir, name: str) -> methods.Method:
     if not method.training:
         trained = [m.name for m in methods.METHODS.values() if m.training]
         raise UserError(f"--method {name}: only a trained method has weights to export ({', '.join(trained)})")
-    if not (run.adapter(method.name) / "adapter_config.json").is_file():
-        raise UserError(f"--method {name}: {run.adapter(method.name)} is missing; train it with "
-                        f"`promptdistill train {run.path} --method {method.name}`")
+    run.trained_adapter(method.name)
     return method
 
 

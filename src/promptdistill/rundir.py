@@ -58,6 +58,17 @@ class RunDir:
     def adapter(self, method: str) -> Path:
         return self.adapter_dir(method) / "adapter"
 
+    def trained(self, method: str) -> bool:
+        """Whether `method`'s adapter has been trained (its PEFT folder is complete)."""
+        return (self.adapter(method) / "adapter_config.json").is_file()
+
+    def trained_adapter(self, method: str, option: str = "--method") -> Path:
+        """`method`'s adapter; a UserError saying how to train it when it is not there."""
+        if not self.trained(method):
+            raise UserError(f"{option} {method}: {self.adapter(method)} is missing; train it with "
+                            f"`promptdistill train {self.path} --method {method}`")
+        return self.adapter(method)
+
     def export(self, method: str) -> Path:
         """The merged model `promptdistill serve RUN` serves (`promptdistill export` writes anywhere)."""
         return self.path / "export" / method
