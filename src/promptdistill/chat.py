@@ -12,7 +12,6 @@ oldest exchanges.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -29,19 +28,14 @@ from promptdistill.rundir import RunDir
 CHAT_HELP = "/method NAME switches model, /reset forgets the conversation, /exit or Ctrl-D leaves"
 
 
-def trained_adapter(run: RunDir, name: str) -> Path | None:
-    """The adapter a method answers with (None for the base model); a UserError if it is not trained."""
+def ask(run: RunDir, config: RunConfig, question: str, name: str = "pd", rag: bool = False) -> str:
+    """One reply of method `name` (base, uft, sft, pd; rag and pd+rag retrieve) to `question`."""
     method = methods.METHODS[methods.canonical_name(name, "--method")]
     if method.context is methods.Context.GOLD:
         raise UserError(f"--method {name}: open-book needs the question's document; use --rag for retrieval")
-    return run.trained_adapter(method.adapter) if method.adapter else None
-
-
-def ask(run: RunDir, config: RunConfig, question: str, method: str = "pd", rag: bool = False) -> str:
-    """One reply of `method` (base, uft, sft, pd; rag and pd+rag retrieve) to `question`."""
-    adapter = trained_adapter(run, method)
+    adapter = run.trained_adapter(method.adapter) if method.adapter else None
     contexts = None
-    if rag or methods.METHODS[methods.canonical_name(method)].context is methods.Context.RETRIEVED:
+    if rag or method.context is methods.Context.RETRIEVED:
         from promptdistill.retrieval import make_retriever
 
         retriever = make_retriever(config.eval, run.load_passages())

@@ -18,8 +18,9 @@ from promptdistill.errors import UserError
 from promptdistill.files import read_numbered_jsonl
 
 DOCUMENT_SUFFIXES = (".txt", ".md")  # in any case: .TXT, .Md
+EXPORT_MARKER = "promptdistill-export.json"  # in every folder `promptdistill export` writes
 # A folder holding one of these was written by promptdistill (a run, an export): never a document.
-WRITTEN_BY_PROMPTDISTILL = ("manifests", ".lock", "promptdistill-export.json")
+WRITTEN_BY_PROMPTDISTILL = ("manifests", ".lock", EXPORT_MARKER)
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,9 @@ def _document_id(path: Path, root: Path) -> str:
 
 def read_text_file(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    return text
 
 
 def split_passages(
@@ -158,6 +158,12 @@ def split_passages(
         for index, text in enumerate(_pack(pieces, count_tokens, max_tokens, "\n\n")):
             passages.append(Passage(id=f"{document.id}#{index}", doc_id=document.id, text=text))
     return passages
+
+
+def split_with_tokenizer(documents: list[Document], tokenizer, max_tokens: int) -> list[Passage]:
+    """split_passages counting a transformers tokenizer's tokens (no special tokens)."""
+    return split_passages(documents, lambda text: tokenizer(text, add_special_tokens=False).input_ids,
+                          tokenizer.decode, max_tokens)
 
 
 def _pack(pieces: list[str], count_tokens: Callable[[str], int], max_tokens: int, joiner: str) -> list[str]:

@@ -24,18 +24,19 @@ import yaml
 
 from promptdistill import __version__, methods
 from promptdistill.config import RunConfig
+from promptdistill.corpus import EXPORT_MARKER
 from promptdistill.errors import UserError, check_choice
 from promptdistill.files import folder_in_place, path_digest, write_atomic
 from promptdistill.models import (BUILTIN_MODELS, load_adapter, load_model, load_tokenizer, local_model_path,
                                   merged_model)
 from promptdistill.rundir import RunDir
 
-MARKER = "promptdistill-export.json"  # what the folder holds and which adapter it came from
+MARKER = EXPORT_MARKER  # what the folder holds and which adapter it came from
 SERVERS = ("auto", "transformers", "vllm")
 
 
 def exported_method(run: RunDir, name: str) -> methods.Method:
-    """The trained method `name` names (pd+rag exports pd's adapter: retrieval is not in the weights)."""
+    """The trained method `name` names; pd+rag and the untrained methods have no weights of their own."""
     method = methods.METHODS[methods.canonical_name(name, "--method")]
     if not method.training:
         trained = [m.name for m in methods.METHODS.values() if m.training]
@@ -115,10 +116,10 @@ def document_digests(run: RunDir) -> dict[str, tuple[int, str]]:
 def model_card(run: RunDir, config: RunConfig, method: methods.Method, adapter_only: bool) -> str:
     """README.md of an export: base model, what was injected, the method and its settings, the report's scores."""
     model_name = config.model.name
-    hub_id = model_name if not Path(local_model_path(model_name)).exists() else None
     front = {"library_name": "peft" if adapter_only else "transformers", "tags": ["promptdistill", method.name]}
-    if hub_id:
-        front["base_model"] = hub_id
+    reference = base_model_reference(model_name)
+    if not Path(reference).exists():  # a hub id
+        front["base_model"] = reference
     builtin = f" (built in: {BUILTIN_MODELS[model_name].filename}, dequantized)" if model_name in BUILTIN_MODELS else ""
     documents = document_digests(run)
     lines = [
@@ -134,7 +135,7 @@ def model_card(run: RunDir, config: RunConfig, method: methods.Method, adapter_o
         "## How", "",
         "| setting | value |", "|---|---|",
         *[f"| {key} | {value} |" for key, value in config.settings("model.name", "seed", *method.train_settings()).items()],
-        "", "## How well (closed-book, from the run's report)", "",
+        "", "## How well (containment on the run's test questions, from its report)", "",
     ]
     report = run.path / "report.json"
     if report.is_file():

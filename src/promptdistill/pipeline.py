@@ -22,7 +22,7 @@ from pathlib import Path
 
 from promptdistill import methods
 from promptdistill.config import RunConfig
-from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_passages
+from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.errors import UserError
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
@@ -32,6 +32,11 @@ from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
 
 MODEL = ("model.name", "model.dtype")  # every stage that runs the model reads these
+
+
+def generation_backend(config: RunConfig, adapter: Path | None = None):
+    """The model (with `adapter`) that generates in a stage: on the run's server, if it has one."""
+    return make_backend(config.model, adapter, **served(config.generation, adapter))
 
 
 def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> None:
@@ -45,8 +50,7 @@ def prepare_corpus(run: RunDir, config: RunConfig, documents: list[Document], te
     run.save_config(config)
 
     def work():
-        passages = split_passages(documents, lambda text: tokenizer(text, add_special_tokens=False).input_ids,
-                                  tokenizer.decode, config.corpus.passage_tokens)
+        passages = split_with_tokenizer(documents, tokenizer, config.corpus.passage_tokens)
         write_jsonl(run.passages, [passage.to_dict() for passage in passages])
         write_jsonl(run.test_questions, [test.to_dict() for test in tests])
         return {"documents": len(documents), "passages": len(passages), "test_questions": len(tests)}
@@ -77,7 +81,7 @@ def rewrite_questions(run: RunDir, config: RunConfig, documents: list[Document],
     pairs_path = run.inputs / "rewritten_questions.jsonl"
 
     def work():
-        backend = make_backend(config.model, **served(config.generation))
+        backend = generation_backend(config)
         pairs = rewrite_test_questions(backend, documents, tests, config.synth.max_question_tokens,
                                        config.eval.batch_size, config.seed)
         write_jsonl(pairs_path, pairs)
@@ -93,7 +97,7 @@ def questions(run: RunDir, config: RunConfig) -> None:
 
     def work():
         with BatchStore(run.batches("questions")) as store:
-            backend = make_backend(config.model, **served(config.generation))
+            backend = generation_backend(config)
             records, stats = write_questions(backend, run.load_passages(), config.synth, config.seed, store)
         if not records:
             raise UserError("the model wrote no usable question for any passage; see docs/sampling.md "
@@ -118,7 +122,7 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     def work():
         passages = {passage.id: passage for passage in run.load_passages()}
         with BatchStore(run.batches(f"answers-{method.name}")) as store:
-            backend = make_backend(config.model, **served(config.generation))
+            backend = generation_backend(config)
             records, counts = answer_questions(backend, passages, read_jsonl(run.questions), temperature, config.synth,
                                                config.seed + method.answer_seed_offset, store)
         write_jsonl(run.answers(method.name), records)
@@ -197,7 +201,7 @@ def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 
     def work():
         with BatchStore(run.batches(f"evaluate-{method.name}")) as store:
-            backend = make_backend(config.model, adapter, **served(config.generation, adapter))
+            backend = generation_backend(config, adapter)
             records = evaluate_method(backend, method, run.load_test_questions(), run.load_passages(), config.eval,
                                       store)
         write_jsonl(run.eval(method.name), records)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from promptdistill import methods
 from promptdistill.config import RunConfig
-from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_passages
+from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.datasets import carries_rewritten_questions, load_cut_dataset
 from promptdistill.models import add_lora, load_shapes
 from promptdistill.prompts import QUESTIONS_PER_TAGGED_REPLY
@@ -24,8 +24,7 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
              rewrite: bool = False) -> list[tuple[str, str]]:
     """(what, how much) rows of the run `config` would make; writes nothing."""
     model, tokenizer = load_shapes(config.model)
-    passages = split_passages(documents, lambda text: tokenizer(text, add_special_tokens=False).input_ids,
-                              tokenizer.decode, config.corpus.passage_tokens)
+    passages = split_with_tokenizer(documents, tokenizer, config.corpus.passage_tokens)
     rows = [("model", f"{config.model.name} ({model.config.model_type}, "
                       f"{sum(p.numel() for p in model.parameters()) / 1e6:,.0f}M parameters)"),
             ("documents, passages, test questions", f"{len(documents)}, {len(passages)}, {len(tests)}")]

@@ -114,33 +114,36 @@ def started_server(command: str, model: str, startup_seconds: float) -> Iterator
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     arguments = shlex.split(command.format(model=shlex.quote(model), port=port))
-    output = tempfile.TemporaryFile()
-    try:
-        process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
-    except OSError as error:
-        raise UserError(f"generation.server_command: cannot start {arguments[0]}: {error.strerror}") from None
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            if process.poll() is not None:
-                output.seek(0)
-                tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
-                raise UserError(f"generation.server_command exited with code {process.returncode} before it "
-                                f"answered: {' | '.join(tail) or 'no output'}")
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise UserError(f"generation.server_command: no answer at {url} after {startup_seconds} s "
-                                    "(generation.startup_seconds)") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        _stop(process)
-        output.close()
+    with tempfile.TemporaryFile() as output:  # the server's own words, for an error at start
+        try:
+            process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
+        except OSError as error:
+            raise UserError(f"generation.server_command: cannot start {arguments[0]}: {error.strerror}") from None
+        try:
+            url = f"http://127.0.0.1:{port}/v1"
+            _wait_until_answering(process, output, url, startup_seconds)
+            yield url
+        finally:
+            _stop(process)
+
+
+def _wait_until_answering(process: subprocess.Popen, output, url: str, startup_seconds: float) -> None:
+    deadline = time.monotonic() + startup_seconds
+    while True:
+        if process.poll() is not None:
+            output.seek(0)
+            tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise UserError(f"generation.server_command exited with code {process.returncode} before it "
+                            f"answered: {' | '.join(tail) or 'no output'}")
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"generation.server_command: no answer at {url} after {startup_seconds} s "
+                                "(generation.startup_seconds)") from None
+            time.sleep(0.5)
 
 
 def _stop(process: subprocess.Popen) -> None:
