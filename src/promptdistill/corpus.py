@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from promptdistill.errors import UserError
-from promptdistill.files import read_numbered_jsonl
+from promptdistill.files import read_numbered_jsonl, read_text
 
 DOCUMENT_SUFFIXES = (".txt", ".md")  # in any case: .TXT, .Md
 EXPORT_MARKER = "promptdistill-export.json"  # in every folder `promptdistill export` writes
@@ -68,7 +68,7 @@ def read_documents(source: Path, exclude: Path | None = None) -> list[Document]:
                         ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else ""))
         if not files:
             raise UserError(f"{source}: folder has no .txt or .md documents")
-        documents = [Document(id=_document_id(path, source), text=read_text_file(path)) for path in files]
+        documents = [Document(id=_document_id(path, source), text=read_text(path)) for path in files]
     else:
         documents = []
         for number, record in read_numbered_jsonl(source, required=("id", "text")):
@@ -114,13 +114,6 @@ def document_files(root: Path, exclude: Path | None) -> tuple[list[Path], list[s
 
 def _document_id(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
-
-
-def read_text_file(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def split_passages(

@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from promptdistill.config import DatasetConfig
-from promptdistill.corpus import Document, TestQuestion, read_text_file
+from promptdistill.corpus import Document, TestQuestion
 from promptdistill.errors import UserError, check_choice
+from promptdistill.files import read_text
 
 Corpus = tuple[list[Document], list[TestQuestion]]
 
@@ -271,7 +272,7 @@ def _unquote(line: str) -> str:
 def _lines(path: Path) -> list[str]:
     # Split on '\n' only: str.splitlines() would also break at characters such as U+2028 that
     # can stand inside a passage. The rewritten-question files end lines with '\r\n'.
-    lines = [line.removesuffix("\r") for line in read_text_file(path).split("\n")]
+    lines = [line.removesuffix("\r") for line in read_text(path).split("\n")]
     return lines[:-1] if lines and not lines[-1] else lines
 
 
@@ -362,7 +363,7 @@ def _find_file(source: Path, names: tuple[str, ...]) -> Path:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(read_text_file(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}: malformed JSON: {error.msg}") from None
 

@@ -81,15 +81,20 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any
     return [record for _, record in read_numbered_jsonl(path, required)]
 
 
-def read_numbered_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
-    """Like read_jsonl, with each record's line number for later error messages."""
-    path = Path(path)
+def read_text(path: Path) -> str:
+    """A UTF-8 text file; missing or not text raises UserError naming the file."""
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
+        return Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_numbered_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """Like read_jsonl, with each record's line number for later error messages."""
+    path = Path(path)
+    lines = read_text(path).splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
