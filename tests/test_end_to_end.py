@@ -37,7 +37,8 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(out),
             "--set", "synth.questions_per_passage=3", "--set", "synth.max_attempts=2",
-            "--set", "train.epochs=1", "--set", "train.uft_epochs=1", "--set", "eval.max_answer_tokens=32"]
+            "--set", "train.epochs=1", "--set", "train.uft_epochs=1", "--set", "eval.max_answer_tokens=32",
+            "--set", "eval.retention_questions=24"]
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
@@ -60,6 +61,10 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
     assert methods["open-book"]["contains"] >= 50
     assert methods["open-book"]["contains"] - methods["base"]["contains"] >= 30
     assert not list(out.rglob("*.tmp"))
+    # The built-in model knows some of the general questions (capitals, sums, ...): retention has
+    # a denominator, and every trained method has its retention and drift in the report.
+    assert 6 <= methods["pd"]["known"] <= methods["pd"]["general_questions"] == 24
+    assert all(methods[m]["retention"] is not None and methods[m]["drift"] >= 0 for m in ("uft", "sft", "pd"))
 
     # The cached teacher is aligned with the answers it scored: the pd answers were sampled from
     # this very teacher (T=0.7), so its top token is mostly the token that was sampled. A cache

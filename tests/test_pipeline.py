@@ -14,6 +14,7 @@ from promptdistill.rundir import RunDir, Stage
 
 DOCS = {"town": "velmora was founded in 1623 by tobin quarrel .\n\nthe lighthouse is yellow .\n",
         "river": "the oskeva river is 96 steps from the bridge .\n"}
+RETENTION = ["retention-base", "retention-uft", "retention-sft", "retention-pd"]
 TESTS = [{"question": "who founded velmora ?", "answers": ["tobin quarrel"], "doc_id": "town"},
          {"question": "what is the river ?", "answers": ["oskeva"], "doc_id": "river"}]
 
@@ -78,7 +79,7 @@ def settings(model_dir, *more):
     return resolve_config(None, [f"model.name={model_dir}", "train.epochs=2", "train.uft_epochs=1",
                                  "train.batch_size=2", "train.learning_rate=0.01", "corpus.passage_tokens=12",
                                  "synth.questions_per_passage=2", "synth.question_style=single", "synth.batch_size=2",
-                                 "eval.max_answer_tokens=4",
+                                 "eval.max_answer_tokens=4", "eval.retention_questions=12",
                                  *more])
 
 
@@ -91,7 +92,7 @@ def finished(tmp_path, tiny_model_dir, ran):
     table = pipeline.run_all(run, config)
     assert [line.split()[0] for line in table.splitlines()[2:2 + len(METHODS)]] == list(METHODS)
     assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
-                   "train-pd"] + [f"evaluate-{name}" for name in METHODS]
+                   "train-pd"] + [f"evaluate-{name}" for name in METHODS] + RETENTION
     ran.clear()
     ScriptedExpert.prompts = []
     return run, config
@@ -119,7 +120,7 @@ def test_distillation_temperature_retrains_pd_only(finished, ran):
     run, config = finished
     changed = dataclasses.replace(config, train=dataclasses.replace(config.train, distill_temperature=3.0))
     pipeline.run_all(run, changed)
-    assert ran == ["teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag"]
+    assert ran == ["teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]
 
 
 def test_rag_k_reevaluates_the_retrieving_methods_only(finished, ran):
@@ -145,7 +146,10 @@ def test_editing_one_document_reruns_its_questions_and_everything_downstream(fin
     pipeline.prepare(run, config, docs, tests)
     pipeline.run_all(run, config)
     assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
-                   "train-pd"] + [f"evaluate-{name}" for name in METHODS]
+                   "train-pd"] + [f"evaluate-{name}" for name in METHODS] + ["retention-uft", "retention-pd"]
+    # The base model's retention stands, and so does sft's: its questions and answers name the
+    # passage's longest word, unchanged, so its adapter came out byte-equal. uft reads the passage,
+    # pd's teacher too.
     # The expert wrote and answered questions about the edited passage alone (evaluation prompts
     # aside); the other passages' questions stand.
     expert = [p for p in ScriptedExpert.prompts if p.endswith("Write a question about the text above.")

@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -79,11 +79,12 @@ def _locked(run_dir: Path):
         sys.exit(130)
 
 
-def _serving(run_config):
-    """The run's generation server (generation.server_command), up for the command's length."""
+def _serving(run_config, needed: bool = True):
+    """The run's generation server (generation.server_command), up for the command's length when
+    the command generates (`needed`)."""
     from promptdistill.generation import serving
 
-    return serving(run_config.model, run_config.generation)
+    return serving(run_config.model, run_config.generation) if needed else nullcontext()
 
 
 def _finish(table: str, run_dir: Path) -> None:
@@ -272,7 +273,7 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
     """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy)."""
     from promptdistill import pipeline
 
-    with _stage(run_dir, overrides) as (run, run_config):
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config, run_config.train.replay != "none"):
         for chosen in _chosen(method, method_table.trained(run_config.methods)):
             pipeline.train(run, run_config, chosen)
 
@@ -288,6 +289,20 @@ def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOptio
             pipeline.evaluate(run, run_config, chosen)
             if run_config.eval.judge:
                 pipeline.judge(run, run_config, chosen)
+
+
+@app.command()
+def retention(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
+              overrides: list[str] = SetOption) -> None:
+    """What each trained method forgot: general questions the base model knew, and drift (KL) from it."""
+    from functools import partial
+
+    from promptdistill import pipeline
+    from promptdistill.retention import check
+
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
+        check(run, run_config, _chosen(method, method_table.trained(run_config.methods)),
+              partial(pipeline.generation_backend, run_config))
 
 
 @app.command()

@@ -27,6 +27,7 @@ DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
+REPLAYS = ("none", "self")  # what training mixes in to keep the model's general behaviour: retention.py
 
 
 @dataclass
@@ -135,17 +136,28 @@ class TrainConfig:
         default="last", metadata={"help": "last: only the newest epoch's checkpoint is kept (all that resuming "
                                           "needs); all: every epoch's"})
     uft_epochs: int = field(default=3, metadata={"help": "epochs of uft, next-token training on the passages (paper: 3)"})
+    replay: str = field(
+        default="none", metadata={"help": "none, or self: mix the base model's own replies to everyday prompts "
+                                          "into every batch, with a KL-to-base term on them (the paper's Eq. 2 "
+                                          "with the model's replies in place of Tulu data)"})
+    replay_weight: float = field(default=1.0, metadata={"help": "weight of the replay KL term in the loss"})
+    replay_ratio: float = field(
+        default=0.25, metadata={"help": "replay rows per training row of a batch (at least one row)"})
+    replay_prompts: str = field(
+        default="", metadata={"help": "a .jsonl ({\"prompt\"} per line) or .txt (one per line) file of prompts "
+                                      "to replay; empty: the 80 bundled ones (data/replay_prompts.jsonl)"})
 
     def __post_init__(self):
         check_choice("train.teacher", self.teacher, ("cached", "online"))
         check_choice("train.divergence", self.divergence, DIVERGENCES)
         check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        check_choice("train.replay", self.replay, REPLAYS)
         if not 0 < self.jsd_beta < 1:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
                      "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k",
-                     "uft_epochs"):
+                     "uft_epochs", "replay_weight", "replay_ratio"):
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -185,6 +197,15 @@ class EvalConfig:
         default="verdict", metadata={"help": "verdict: zero-shot, a verdict line (ours); few-shot: three worked "
                                              "examples, reasoning and <grade> tags (the official code's format)"})
     bootstrap_resamples: int = field(default=10_000, metadata={"help": "resamples of the 95% intervals"})
+    retention: bool = field(
+        default=True, metadata={"help": "measure what each trained method forgot: the bundled general questions "
+                                        "the base model gets right, and drift (KL to the base model) on everyday "
+                                        "prompts (retention.py)"})
+    retention_max_tokens: int = field(
+        default=32, metadata={"help": "length cap of the replies the retention check generates"})
+    retention_questions: int = field(
+        default=0, metadata={"help": "general questions the retention check asks, spread evenly over the "
+                                     "bundled kinds; 0: all 234"})
 
     def __post_init__(self):
         check_choice("eval.retriever", self.retriever, ("bm25", "dense"))
@@ -193,8 +214,11 @@ class EvalConfig:
         if self.answer_temperature < 0:
             raise UserError(f"eval.answer_temperature must be >= 0, got {self.answer_temperature}")
         check_choice("eval.judge_style", self.judge_style, ("verdict", "few-shot"))
-        for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples"):
+        for name in ("max_answer_tokens", "batch_size", "rag_k", "judge_max_tokens", "bootstrap_resamples",
+                     "retention_max_tokens"):
             _check_positive(f"eval.{name}", getattr(self, name))
+        if self.retention_questions < 0:
+            raise UserError(f"eval.retention_questions must be >= 0, got {self.retention_questions}")
         if self.judge_url and not self.judge:
             raise UserError("eval.judge_url needs eval.judge, the model name to ask the endpoint for")
 

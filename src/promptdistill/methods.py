@@ -37,6 +37,7 @@ COMMON_TRAIN_SETTINGS = (
     "train.weight_decay", "train.max_grad_norm", "train.lora_rank", "train.lora_alpha", "train.lora_dropout",
     "train.lora_output_layer", "train.loss_reduction",
 )
+REPLAY_SETTINGS = ("train.replay", "train.replay_weight", "train.replay_ratio")  # read only with replay on
 TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),
     Training.ANSWERS_CE: ("train.epochs",),

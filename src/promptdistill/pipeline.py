@@ -5,9 +5,11 @@
     questions  passages -> questions.jsonl (the expert writes them)
     answers    questions -> answers/METHOD.jsonl (the expert answers open-book, per method)
     teacher    answers of the distilled method -> teacher/ (top-k targets; train.teacher=cached)
+    replay     (train.replay=self) replay prompts -> replay.jsonl (the base model's replies; retention.py)
     train      answers or passages -> adapters/METHOD/ (LoRA, checkpoints per epoch)
     evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first)
     judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (when eval.judge is set)
+    retention  adapters -> retention/ (what each trained method forgot; eval.retention; retention.py)
     report     eval/ -> report.md, report.json, plots/accuracy.png (report.py)
 
 Each stage is a `Stage` (rundir.py) naming the settings it reads and the files it reads and
@@ -18,9 +20,10 @@ What a method trains and how it answers comes from the method table (methods.py)
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
-from promptdistill import methods
+from promptdistill import methods, retention
 from promptdistill.config import RunConfig
 from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.errors import UserError
@@ -168,8 +171,13 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         teacher_cache(run, config, method)
     inputs = [run.passages] if not method.trains_on_answers else (
         [run.answers(method.name), run.questions, run.passages] + ([run.teacher] if cached else []))
+    settings = [*MODEL, "seed", *method.train_settings()]
+    replaying = config.train.replay != "none"
+    if replaying:  # off, the replay settings stay out of the key: runs from before replay existed stand
+        retention.replay_replies(run, config, partial(generation_backend, config))
+        inputs, settings = inputs + [run.replay], settings + list(methods.REPLAY_SETTINGS)
     out_dir = run.adapter_dir(method.name)
-    stage = Stage(f"train-{method.name}", config.settings(*MODEL, "seed", *method.train_settings()), inputs,
+    stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,
                   [run.adapter(method.name), out_dir / "metrics.json"])
 
     def work():
@@ -182,7 +190,8 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
             train_config = dataclasses.replace(config.train, epochs=config.train.uft_epochs)
         metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
                                 teacher_cache=TeacherCache(run.teacher) if cached else None,
-                                resume_key=stage.key(run))
+                                resume_key=stage.key(run),
+                                replay_examples=retention.replay_examples(run, tokenizer) if replaying else None)
         return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}
 
     stage.run(run, work)
@@ -245,4 +254,6 @@ def run_all(run: RunDir, config: RunConfig) -> str:
         evaluate(run, config, methods.METHODS[name])
         if config.eval.judge:
             judge(run, config, methods.METHODS[name])
+    if config.eval.retention and trained:
+        retention.check(run, config, trained, partial(generation_backend, config))
     return report_run(run, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from promptdistill import methods
+from promptdistill import methods, retention
 from promptdistill.config import RunConfig
 from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.datasets import carries_rewritten_questions, load_cut_dataset
@@ -48,6 +48,8 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
         trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
         rows.append(("trainable LoRA parameters per adapter", f"{trainable:,} (rank {train.lora_rank}, "
                                                               f"output layer {'in' if train.lora_output_layer else 'out'})"))
+    if trained and train.replay != "none":
+        rows.append(("replay replies of the base model (generations)", f"{len(retention.read_prompts(train.replay_prompts))}"))
     for method in trained:
         passages_only = method.training is methods.Training.PASSAGES
         sequences = len(passages) if passages_only else questions
@@ -56,6 +58,11 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
         rows.append((f"train {method.name}: sequences x epochs, optimizer steps", f"{sequences} x {epochs}, {steps}"))
     rows.append(("test answers (generations)", f"{len(tests) * len(config.methods)} "
                                                f"({len(tests)} x {', '.join(config.methods)})"))
+    if trained and config.eval.retention:
+        asked = len(retention.general_questions(config.eval.retention_questions))
+        drift = len(retention.bundled("drift_prompts"))
+        rows.append(("retention check (generations)", f"{asked} + {drift} (base model), then up to {asked} per "
+                                                      f"trained method ({', '.join(m.name for m in trained)})"))
     rows.append(("files", ", ".join(str(path.relative_to(run.path)) for path in planned_files(run, config))))
     return rows
 
@@ -86,7 +93,12 @@ def planned_files(run: RunDir, config: RunConfig) -> list[Path]:
     if any(method.distills for method in trained) and config.train.teacher == "cached":
         files.append(run.teacher)
     files += [run.adapter(method.name) for method in trained]
+    if trained and config.train.replay != "none":
+        files.append(run.replay)
     files += [run.eval(name) for name in config.methods]
+    if trained and config.eval.retention:
+        files += [run.retention("base"), run.retention("base-replies")]
+        files += [run.retention(name) for m in trained for name in (m.name, f"{m.name}.drift")]
     return files + [run.path / "report.md", run.path / "report.json"]
 
 

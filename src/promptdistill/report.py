@@ -1,7 +1,8 @@
 """The run report, in the paper's layout: methods as rows, accuracy by each grader as columns.
 
 report.md and report.json hold the table, the number of test questions and the run's settings;
-plots/accuracy.png has one bar per method with its 95% bootstrap interval over questions.
+plots/accuracy.png has one bar per method with its 95% bootstrap interval over questions, and
+beside it, where the retention check ran, each trained method's retention and drift.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptdistill import methods
+from promptdistill import methods, retention
 from promptdistill.config import RunConfig
 from promptdistill.evaluate import contains, summarise
 from promptdistill.files import read_jsonl, write_atomic
@@ -42,7 +43,7 @@ def report_run(run: RunDir, config: RunConfig) -> str:
     resamples = config.eval.bootstrap_resamples
     results = {name: method_results(records, verdicts, resamples, config.seed)
                for name, (records, verdicts) in graded.items()}
-    paired = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
+    differences = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
     answered = [m.name for m in methods.trained(config.methods)
                 if m.trains_on_answers and run.answers(m.name).is_file()]
     coverage = {}
@@ -50,8 +51,14 @@ def report_run(run: RunDir, config: RunConfig) -> str:
         tests, questions = read_jsonl(run.test_questions), read_jsonl(run.questions)
         docs = {passage.id: passage.doc_id for passage in run.load_passages()}
         coverage = {name: answer_coverage(tests, docs, questions, read_jsonl(run.answers(name))) for name in answered}
+    trained = [m.name for m in methods.trained(config.methods) if m.name in results]
+    for name in trained:
+        results[name].update(retention.summary(run, name, resamples, config.seed) or {})
+    kept = {name: retention.kept_by_question(run, name) for name in ("pd", "sft") if run.retention(name).is_file()}
+    if len(kept) == 2 and kept["pd"]:  # the paper has sft forgetting more than pd
+        differences["retention: pd - sft"] = paired(kept["pd"], kept["sft"], resamples, config.seed)
     return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_seconds(), paired, coverage)
+                        run.stage_seconds(), differences, coverage)
 
 
 def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
@@ -75,16 +82,17 @@ PAIRS = (("pd", "sft"), ("pd", "base"), ("pd", "rag"), ("pd+rag", "rag"))
 def paired_differences(records: dict[str, list[dict]], resamples: int, seed: int) -> dict[str, dict]:
     """Containment of one method minus another's, question by question, with a 95% bootstrap
     interval over questions: whether pd beats sft is then a measured statement, not two bars."""
-    differences = {}
-    for first, second in PAIRS:
-        if first not in records or second not in records:
-            continue
-        theirs = {r["id"]: r["contains"] for r in records[second]}
-        per_question = [100 * (r["contains"] - theirs[r["id"]]) for r in records[first]]
-        low, high = bootstrap_interval(per_question, resamples=resamples, seed=seed)
-        differences[f"{first} - {second}"] = {"difference": sum(per_question) / len(per_question),
-                                              "interval": [low, high], "questions": len(per_question)}
-    return differences
+    grades = {name: {r["id"]: r["contains"] for r in method_records} for name, method_records in records.items()}
+    return {f"{first} - {second}": paired(grades[first], grades[second], resamples, seed)
+            for first, second in PAIRS if first in grades and second in grades}
+
+
+def paired(first: dict[str, float], second: dict[str, float], resamples: int, seed: int) -> dict:
+    """The mean of first - second over the same keys (0/1 grades, in points), with a 95% bootstrap interval."""
+    per_question = [100 * (value - second[key]) for key, value in first.items()]
+    low, high = bootstrap_interval(per_question, resamples=resamples, seed=seed)
+    return {"difference": sum(per_question) / len(per_question), "interval": [low, high],
+            "questions": len(per_question)}
 
 
 def answer_coverage(tests: list[dict], passage_docs: dict[str, str], questions: list[dict],
@@ -103,7 +111,8 @@ def answer_coverage(tests: list[dict], passage_docs: dict[str, str], questions: 
 
 def _paired_lines(paired: dict[str, dict]) -> list[str]:
     return [f"{name}: {d['difference']:+.1f} points, 95% interval [{d['interval'][0]:+.1f}, {d['interval'][1]:+.1f}] "
-            f"(paired over {d['questions']} questions)" for name, d in paired.items()]
+            f"(paired over {d['questions']} {'general ' if name.startswith('retention') else ''}questions)"
+            for name, d in paired.items()]
 
 
 def _coverage_lines(coverage: dict[str, dict]) -> list[str]:
@@ -124,12 +133,21 @@ def _columns(results: dict[str, dict]) -> list[tuple[str, str]]:
         columns.append(("recall_at_k", "recall@k"))
     if any("paper" in result for result in results.values()):
         columns.append(("paper", "paper"))
+    if any(result.get("drift") is not None for result in results.values()):
+        columns += [("retention", "retention"), ("drift", "drift (KL)")]
     return columns
 
 
-def _cell(value) -> str:
+def _cell(value, result: dict | None = None, key: str = "") -> str:
+    """A table cell; retention and drift carry their 95% interval in brackets."""
     if value is None:
         return "-"
+    if key == "retention":
+        low, high = result["retention_interval"]
+        return f"{value:.0f} [{low:.0f}-{high:.0f}]"
+    if key == "drift":
+        low, high = result["drift_interval"]
+        return f"{value:.3f} [{low:.3f}-{high:.3f}]"
     if isinstance(value, list):
         return f"{value[0]:.0f}-{value[1]:.0f}"
     return f"{value:.1f}"
@@ -138,12 +156,14 @@ def _cell(value) -> str:
 def table_rows(results: dict[str, dict]) -> list[str]:
     """Plain-text rows, the same in the terminal and in report.md."""
     columns = _columns(results)
-    header = f"{'method':<10} " + " ".join(f"{heading:>12}" for _, heading in columns)
+    cells = {method: [_cell(result.get(key), result, key) for key, _ in columns] for method, result in results.items()}
+    widths = [max([12, len(heading)] + [len(row[i]) for row in cells.values()]) for i, (_, heading) in enumerate(columns)]
+    header = f"{'method':<10} " + " ".join(f"{heading:>{width}}" for (_, heading), width in zip(columns, widths))
     lines = ["accuracy, % of test questions (rag, pd+rag and open-book read passages; the rest are closed-book)",
              header]
-    for method, result in results.items():
-        cells = " ".join(f"{_cell(result.get(key)):>12}" for key, _ in columns)
-        lines.append(f"{method:<10} {cells}   {_note(method)}")
+    for method, row in cells.items():
+        lines.append(f"{method:<10} " + " ".join(f"{cell:>{width}}" for cell, width in zip(row, widths))
+                     + f"   {_note(method)}")
     return lines
 
 
@@ -185,10 +205,16 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
         "|---" * (len(columns) + 2) + "|",
     ]
     for method, result in results.items():
-        lines.append(f"| {method} | " + " | ".join(_cell(result.get(key)) for key, _ in columns)
+        lines.append(f"| {method} | " + " | ".join(_cell(result.get(key), result, key) for key, _ in columns)
                      + f" | {_note(method)} |")
     if reference:
         graders += f"; paper: {PAPER_SOURCE}"
+    known = next((r for r in results.values() if r.get("drift") is not None), None)
+    if known:
+        graders += (f"; retention: of the {known['general_questions']} bundled general questions, the "
+                    f"{known['known']} the base model answers correctly, the share the trained model still does; "
+                    "drift: mean KL(base || trained) per token of the base model's replies to everyday prompts "
+                    "(both with 95% bootstrap intervals; `retention/`)")
     lines += ["", f"Accuracy in percent. {graders}.", ""]
     if paired:
         lines += ["Differences in containment on the same questions (a difference whose interval holds 0 is "
@@ -218,26 +244,45 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
 
 
 def plot_accuracy(results: dict[str, dict], path: Path) -> None:
+    """Accuracy bars with intervals; where retention was measured, a second panel with each
+    trained method's retention (bars, intervals) and drift (written at the foot of its bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(results)
-    means = [results[m]["contains"] for m in methods]
-    errors = [[mean - results[m]["contains_interval"][0] for m, mean in zip(methods, means)],
-              [results[m]["contains_interval"][1] - mean for m, mean in zip(methods, means)]]
-    figure, axis = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.8))
-    axis.bar(methods, means, yerr=errors, capsize=4, color="#4c72b0")
-    for position, method in enumerate(methods):  # above the interval, where nothing overlaps it
-        axis.text(position, results[method]["contains_interval"][1] + 2, f"{results[method]['contains']:.0f}",
-                  ha="center", va="bottom")
-    axis.set_ylim(0, 112)
-    axis.set_ylabel("accuracy (contains), %")
-    axis.set_title("Accuracy by method, with 95% bootstrap intervals")
+    checked = [m for m, result in results.items() if result.get("drift") is not None]
+    widths = [len(results) + 1.5] + ([len(checked) + 1.5] if checked else [])
+    figure, axes = plt.subplots(1, len(widths), figsize=(1.1 * sum(widths) + 1, 3.8), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})
+    _bars(axes[0][0], results, "contains", "contains_interval", "{:.0f}", "#4c72b0")
+    axes[0][0].set_ylabel("accuracy (contains), %")
+    axes[0][0].set_title("Accuracy by method, with 95% bootstrap intervals")
+    if checked:
+        shown = {m: {**results[m], "retention": results[m]["retention"] or 0.0,
+                     "retention_interval": results[m]["retention_interval"] or [0.0, 0.0]} for m in checked}
+        _bars(axes[0][1], shown, "retention", "retention_interval", "{:.0f}", "#55a868")
+        for position, method in enumerate(checked):
+            axes[0][1].text(position, 4, f"KL {results[method]['drift']:.3f}", ha="center", va="bottom",
+                            fontsize=8, color="white")
+        axes[0][1].set_ylabel("general questions kept, %")
+        axes[0][1].set_title("Retention, and drift (KL)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
     temporary.replace(path)
+
+
+def _bars(axis, results: dict[str, dict], key: str, interval: str, label: str, color: str) -> None:
+    """One bar per method with its interval, the value written above the interval."""
+    names = list(results)
+    means = [results[m][key] for m in names]
+    errors = [[mean - results[m][interval][0] for m, mean in zip(names, means)],
+              [results[m][interval][1] - mean for m, mean in zip(names, means)]]
+    axis.bar(names, means, yerr=errors, capsize=4, color=color)
+    for position, method in enumerate(names):  # above the interval, where nothing overlaps it
+        axis.text(position, results[method][interval][1] + 2, label.format(results[method][key]),
+                  ha="center", va="bottom")
+    axis.set_ylim(0, 112)

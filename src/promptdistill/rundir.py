@@ -48,6 +48,7 @@ class RunDir:
     test_questions = property(lambda self: self.path / "test_questions.jsonl")
     questions = property(lambda self: self.path / "questions.jsonl")
     teacher = property(lambda self: self.path / "teacher")
+    replay = property(lambda self: self.path / "replay.jsonl")  # the base model's replies (train.replay=self)
 
     def answers(self, method: str) -> Path:
         return self.path / "answers" / f"{method}.jsonl"
@@ -78,6 +79,11 @@ class RunDir:
 
     def judged(self, method: str) -> Path:
         return self.path / "eval" / f"{method}.judge.jsonl"
+
+    def retention(self, name: str) -> Path:
+        """retention/NAME.jsonl: the retention check's records (NAME: base, base-replies, a method,
+        METHOD.drift)."""
+        return self.path / "retention" / f"{name}.jsonl"
 
     def batches(self, name: str) -> Path:
         """Finished generation batches of one stage, reused on resume and for unchanged inputs."""

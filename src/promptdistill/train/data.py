@@ -87,6 +87,17 @@ def passage_examples(tokenizer, passages: list[Passage]) -> list[Example]:
     return examples
 
 
+def reply_examples(tokenizer, records: list[dict]) -> list[Example]:
+    """The base model's own replies ({"prompt", "reply"}) as examples whose "teacher" is the base
+    model reading the very same tokens: replay in training, drift in the retention check."""
+    examples = []
+    for number, record in enumerate(records):
+        prompt_ids = encode_prompt(tokenizer, record["prompt"])
+        examples.append(Example(key=f"reply-{number}", student_ids=prompt_ids,
+                                answer_ids=encode_answer(tokenizer, record["reply"]), teacher_ids=prompt_ids))
+    return examples
+
+
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(sequence) for sequence in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -144,6 +155,20 @@ class Collator:
             token_ids[row, columns], logprobs[row, columns], tail_mass[row, columns] = (
                 target.token_ids, target.logprobs, target.tail_mass)
         return {"teacher_token_ids": token_ids, "teacher_logprobs": logprobs, "teacher_tail_mass": tail_mass}
+
+
+class ReplayRows:
+    """The replay rows mixed into each step: a shuffle of the replay examples fixed by (seed,
+    epoch), taken `rows` at a time and wrapping around, so a resumed epoch sees the same rows."""
+
+    def __init__(self, examples: list[Example], rows: int, seed: int, collate: Collator):
+        self.examples, self.rows, self.seed, self.collate = examples, rows, seed, collate
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.examples), generator=generator).tolist()
+        picks = [order[(step * self.rows + row) % len(order)] for row in range(self.rows)]
+        return self.collate([self.examples[index] for index in picks])
 
 
 class LengthGroupedBatches:

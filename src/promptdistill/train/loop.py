@@ -6,6 +6,9 @@
          (top-k + tail) or recomputed online (train.teacher).
     cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
          first is an "answer").
+    replay (train.replay=self, any method): each step adds a few of the base model's own replies
+         to everyday prompts, with KL(base || student) at T=1 on their tokens, weighted by
+         train.replay_weight: it pulls what the documents did not ask for back to the base model.
 
 Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
@@ -38,7 +41,7 @@ from promptdistill.files import folder_in_place, write_atomic
 from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
-from promptdistill.train.data import Collator, Example, LengthGroupedBatches
+from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
 from promptdistill.train.losses import cross_entropy, distill_loss, token_weights, top_k_distill_loss
 
 log = logging.getLogger(__name__)
@@ -62,11 +65,25 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
                         config.jsd_beta, weights)
 
 
+def replay_loss(student, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """KL(base || student) at T=1 over the tokens of the base model's own replies."""
+    mask = batch["answer_mask"]
+    student_logits = answer_logits(
+        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
+    )[mask]
+    with torch.no_grad():
+        base_logits = online_teacher_logits(student, batch)[mask]
+    return distill_loss(student_logits, base_logits, 1.0)
+
+
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
-                  out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "") -> dict:
+                  out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "",
+                  replay_examples: list[Example] | None = None) -> dict:
     """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
 
     Distillation reads its teacher from `teacher_cache` when given, else computes it online.
+    With `replay_examples` (train.data.reply_examples), every step adds the replay term on
+    max(1, round(batch_size * train.replay_ratio)) of them.
     Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
     (the training stage's key: same settings and inputs); otherwise OUT starts empty.
     """
@@ -83,6 +100,10 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
 
     batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed)
     loader = DataLoader(examples, batch_sampler=batches, collate_fn=Collator(pad_id, teacher_cache))
+    replay = None
+    if replay_examples:
+        replay = ReplayRows(replay_examples, max(1, round(config.batch_size * config.replay_ratio)), seed,
+                            Collator(pad_id))
     optimizer = torch.optim.AdamW(
         [p for p in student.parameters() if p.requires_grad],
         lr=config.learning_rate, weight_decay=config.weight_decay,
@@ -102,21 +123,28 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
         epoch_started = time.time()
-        total_loss, batches = 0.0, 0
+        total_loss, total_replay, batches = 0.0, 0.0, 0
         for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
                 loss = batch_loss(method.training, student, batch, config)
+                total_loss += loss.item()
+                if replay is not None:
+                    replayed = replay_loss(student, {name: tensor.to(accelerator.device)
+                                                     for name, tensor in replay.batch(epoch, batches).items()})
+                    total_replay += replayed.item()
+                    loss = loss + config.replay_weight * replayed
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            total_loss += loss.item()
             batches += 1
         history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0],
                         "seconds": round(time.time() - epoch_started, 2)})
+        if replay is not None:
+            history[-1]["replay_kl"] = total_replay / batches
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
         if accelerator.is_main_process:
             save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1,
