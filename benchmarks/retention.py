@@ -14,13 +14,11 @@ their ratio to the reference's; writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
 from functools import partial
 from pathlib import Path
 
-from train_levers import paired, run_variant, score
+from train_levers import paired, parse_arguments, run_variant, score, variant_dir
 
 from promptdistill import pipeline, report, retention
 from promptdistill.methods import METHODS
@@ -38,21 +36,11 @@ def measure(source: Path, target: Path, overrides: list[str], method_names: list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run (repeatable)")
-    parser.add_argument("--variant", action="append", required=True, help="NAME:SETTING=VALUE,... (repeatable)")
-    parser.add_argument("--methods", default="uft,sft,pd")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "retention.json")
-    args = parser.parse_args()
-    method_names = args.methods.split(",")
-    variants = [(name, [s for s in settings.split(",") if s]) for name, _, settings in
-                (spec.partition(":") for spec in args.variant)]
-
+    args, method_names, variants = parse_arguments(__doc__, "uft,sft,pd", "retention.json")
     results = {}
     for source in args.run:
-        outcomes = {name: measure(source, args.out / source.name / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"),
-                                  overrides, method_names) for name, overrides in variants}
+        outcomes = {name: measure(source, variant_dir(args.out, source, name), overrides, method_names)
+                    for name, overrides in variants}
         reference = outcomes[variants[0][0]]
         rows = {}
         for name, overrides in variants:

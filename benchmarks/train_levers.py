@@ -57,26 +57,32 @@ def run_variant(source: Path, target: Path, overrides: list[str], method_names: 
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(description: str, methods: str, json_name: str):
+    """The options every side-by-side benchmark on finished runs takes: (args, method names,
+    [(variant name, its --set overrides)])."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run (repeatable)")
     parser.add_argument("--variant", action="append", required=True, help="NAME:SETTING=VALUE,... (repeatable)")
-    parser.add_argument("--methods", default="sft,pd")
+    parser.add_argument("--methods", default=methods)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_levers.json")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / json_name)
     args = parser.parse_args()
-    method_names = args.methods.split(",")
-    variants = []
-    for spec in args.variant:
-        name, _, settings = spec.partition(":")
-        variants.append((name, [setting for setting in settings.split(",") if setting]))
+    variants = [(name, [setting for setting in settings.split(",") if setting])
+                for name, _, settings in (spec.partition(":") for spec in args.variant)]
+    return args, args.methods.split(","), variants
 
+
+def variant_dir(out: Path, source: Path, name: str) -> Path:
+    """OUT/RUN/VARIANT, the variant's name as a slug."""
+    return out / source.name / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main() -> None:
+    args, method_names, variants = parse_arguments(__doc__, "sft,pd", "train_levers.json")
     results = {}
     for source in args.run:
-        per_variant = {}
-        for name, overrides in variants:
-            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-            per_variant[name] = run_variant(source, args.out / source.name / slug, overrides, method_names)
+        per_variant = {name: run_variant(source, variant_dir(args.out, source, name), overrides, method_names)
+                       for name, overrides in variants}
         reference = per_variant[variants[0][0]]
         reference_seconds = sum(reference["train_seconds"].values())
         rows = {}
