@@ -50,8 +50,11 @@ MethodsOption = typer.Option(None, help="comma-separated subset of " + ",".join(
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    from promptdistill.files import is_main_process
+
+    # The other processes of `accelerate launch` train in step with the main one: it alone reports.
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING, format="%(message)s",
+                        datefmt="[%X]", handlers=[RichHandler(console=console, show_path=False)])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as transformers_logging
 
@@ -65,13 +68,20 @@ def _methods_option(methods: Optional[str]) -> list[str]:
 
 
 @contextmanager
-def _locked(run_dir: Path):
+def _locked(run_dir: Path, several_processes: bool = False):
     """The run directory, held by this command alone. Ctrl-C stops the command with the line that
-    resumes it: every finished stage, batch and epoch is kept."""
+    resumes it: every finished stage, batch and epoch is kept.
+
+    Under `accelerate launch`, only a command that allows `several_processes` runs; the main
+    process holds the lock for all of them."""
+    from promptdistill.files import is_main_process, process_count
     from promptdistill.rundir import RunDir
 
+    if process_count() > 1 and not several_processes:
+        raise UserError(f"only `promptdistill train` runs on several processes ({process_count()} were "
+                        "launched); start this command without accelerate launch")
     try:
-        with RunDir(run_dir).lock() as run:
+        with RunDir(run_dir).lock() if is_main_process() else nullcontext(RunDir(run_dir)) as run:
             yield run
     except KeyboardInterrupt:
         console.print(f"\ninterrupted; finished work in {run_dir} is kept. To resume: "
@@ -200,16 +210,17 @@ def prepare(
 
 
 @contextmanager
-def _stage(run_dir: Path, overrides: list[str]):
+def _stage(run_dir: Path, overrides: list[str], several_processes: bool = False):
     """The run, locked, and its config with `--set` applied; a change is recorded in config.yaml, and said."""
+    from promptdistill.files import is_main_process
     from promptdistill.rundir import RunDir
 
     RunDir(run_dir).load_config()  # a run directory, before the lock would create one
-    with _locked(run_dir) as run:
+    with _locked(run_dir, several_processes) as run:
         before = run.load_config()
         run_config = run.load_config(overrides)
         changed = _changed_settings(before.to_dict(), run_config.to_dict())
-        if changed:
+        if changed and is_main_process():
             run.save_config(run_config)
             console.print(f"recorded in {run.config}: " + "; ".join(
                 f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items()))
@@ -270,10 +281,16 @@ def teacher(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) ->
 @app.command()
 def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
           overrides: list[str] = SetOption) -> None:
-    """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy)."""
-    from promptdistill import pipeline
+    """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy).
 
-    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config, run_config.train.replay != "none"):
+    Also on several processes: `accelerate launch --num_processes N -m promptdistill train RUN`.
+    """
+    from promptdistill import pipeline
+    from promptdistill.files import is_main_process
+
+    # Replay's replies are written by the main process alone, before the others train.
+    with _stage(run_dir, overrides, several_processes=True) as (run, run_config), \
+            _serving(run_config, run_config.train.replay != "none" and is_main_process()):
         for chosen in _chosen(method, method_table.trained(run_config.methods)):
             pipeline.train(run, run_config, chosen)
 

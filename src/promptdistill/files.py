@@ -18,6 +18,17 @@ from typing import Any, Iterable
 from promptdistill.errors import UserError
 
 
+def process_count() -> int:
+    """Processes training together: WORLD_SIZE under `accelerate launch` or torchrun, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """False in the other processes of a multi-process launch (RANK > 0): the run's lock, config
+    and manifests belong to the main process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

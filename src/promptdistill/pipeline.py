@@ -164,17 +164,19 @@ def teacher_cache(run: RunDir, config: RunConfig, method: methods.Method) -> Non
 
 def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     from promptdistill.teacher import TeacherCache
-    from promptdistill.train.loop import train_adapter
+    from promptdistill.train.loop import process_state, train_adapter
 
     cached = method.distills and config.train.teacher == "cached"
-    if cached:
-        teacher_cache(run, config, method)
+    replaying = config.train.replay != "none"
+    with process_state().main_process_first():  # under accelerate launch the others find them done
+        if cached:
+            teacher_cache(run, config, method)
+        if replaying:
+            retention.replay_replies(run, config, partial(generation_backend, config))
     inputs = [run.passages] if not method.trains_on_answers else (
         [run.answers(method.name), run.questions, run.passages] + ([run.teacher] if cached else []))
     settings = [*MODEL, "seed", *method.train_settings()]
-    replaying = config.train.replay != "none"
     if replaying:  # off, the replay settings stay out of the key: runs from before replay existed stand
-        retention.replay_replies(run, config, partial(generation_backend, config))
         inputs, settings = inputs + [run.replay], settings + list(methods.REPLAY_SETTINGS)
     out_dir = run.adapter_dir(method.name)
     stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,

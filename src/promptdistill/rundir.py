@@ -31,7 +31,7 @@ from promptdistill import __version__
 from promptdistill.config import RunConfig, load_run_config
 from promptdistill.corpus import Passage, TestQuestion
 from promptdistill.errors import UserError
-from promptdistill.files import content_key, path_digest, read_jsonl, write_atomic
+from promptdistill.files import content_key, is_main_process, path_digest, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ class Stage:
         missing = [str(path) for path in self.outputs if not path.exists()]
         if missing:
             raise RuntimeError(f"{self.name}: finished without writing {', '.join(missing)}")
+        if not is_main_process():  # it trained its share; the main process records the stage
+            return True
         manifest = {
             "stage": self.name,
             "key": key,

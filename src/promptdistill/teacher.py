@@ -34,11 +34,15 @@ SHARD_TOKENS = 1 << 20  # answer tokens per shard file
 
 
 @torch.no_grad()
-def online_teacher_logits(peft_model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Teacher logits [B, A, V] at the answer positions of the open-book sequences."""
+def online_teacher_logits(peft_model, batch: dict[str, torch.Tensor], wrapped=None) -> torch.Tensor:
+    """Teacher logits [B, A, V] at the answer positions of the open-book sequences.
+
+    Under DDP or FSDP the forward goes through the `wrapped` model (FSDP gathers its shards
+    there) while the adapter is switched off on the PEFT model inside it.
+    """
     with peft_model.disable_adapter():
         return answer_logits(
-            peft_model, batch["teacher_input_ids"], batch["teacher_attention_mask"],
+            wrapped or peft_model, batch["teacher_input_ids"], batch["teacher_attention_mask"],
             batch["answer_ids"].shape[1],
         )
 

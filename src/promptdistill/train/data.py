@@ -177,14 +177,21 @@ class LengthGroupedBatches:
     Each epoch: shuffle with (seed, epoch), cut into groups of 32 batches, sort each group by
     length, split into batches, shuffle the batch order. The order depends on (seed, epoch)
     alone, so a resumed run sees the same batches as an uninterrupted one.
+
+    With several processes (DDP), `batch_size` is the global batch: every process walks the same
+    batches and takes rows process_index, process_index + num_processes, ... of each, so N
+    processes see the rows one process would, and as many steps. A batch with fewer rows than
+    processes leaves some without one; they repeat its first row (DDP averages their gradients).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_batches: int = 32):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_batches: int = 32,
+                 process_index: int = 0, num_processes: int = 1):
         self.lengths = lengths
         self.batch_size = batch_size
         self.seed = seed
         self.group = batch_size * group_batches
         self.epoch = 0
+        self.process_index, self.num_processes = process_index, num_processes
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -199,7 +206,8 @@ class LengthGroupedBatches:
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self):
-        return iter(self.batches())
+        for batch in self.batches():
+            yield batch[self.process_index::self.num_processes] or batch[:1]
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)

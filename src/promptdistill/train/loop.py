@@ -12,8 +12,9 @@
 
 Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
-Accelerate places the model and data (CPU, one GPU, or DDP with `accelerate launch`). After each
-epoch a checkpoint (adapter, optimizer, scheduler, RNG) is written to OUT/checkpoints/epoch-N;
+Accelerate places the model and data (CPU, one GPU, or DDP with `accelerate launch`; under DDP
+each process takes its share of every batch, so N processes take the same steps as one). After each
+epoch the main process writes a checkpoint (adapter, optimizer, scheduler, RNG) to OUT/checkpoints/epoch-N;
 a rerun resumes from the last one and ends with the same adapter as an uninterrupted run, because
 each epoch's shuffle comes from (seed, epoch) alone.
 """
@@ -28,8 +29,9 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
-from promptdistill.files import folder_in_place, write_atomic
+from promptdistill.files import folder_in_place, process_count, write_atomic
 from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import TeacherCache, online_teacher_logits
@@ -47,8 +49,10 @@ from promptdistill.train.losses import cross_entropy, distill_loss, token_weight
 log = logging.getLogger(__name__)
 
 
-def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
-    """The loss of one batch, over the answer tokens only."""
+def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], config: TrainConfig,
+               peft_model=None) -> torch.Tensor:
+    """The loss of one batch, over the answer tokens only. `student` may be a DDP or FSDP wrapper
+    around `peft_model`, where the online teacher switches the adapter off."""
     mask = batch["answer_mask"]
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
@@ -60,20 +64,30 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
         return top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
                                   batch["teacher_tail_mass"][mask], config.distill_temperature,
                                   config.divergence, config.jsd_beta, weights)
-    teacher_logits = online_teacher_logits(student, batch)[mask]
+    teacher_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
     return distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
                         config.jsd_beta, weights)
 
 
-def replay_loss(student, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def replay_loss(student, batch: dict[str, torch.Tensor], peft_model=None) -> torch.Tensor:
     """KL(base || student) at T=1 over the tokens of the base model's own replies."""
     mask = batch["answer_mask"]
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
     )[mask]
-    with torch.no_grad():
-        base_logits = online_teacher_logits(student, batch)[mask]
+    base_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
     return distill_loss(student_logits, base_logits, 1.0)
+
+
+def cpu_processes() -> bool:
+    """Several processes on a machine without CUDA (started by `accelerate launch --multi_gpu` or
+    torchrun) train on the CPU over gloo: Accelerate does so only when told `cpu`."""
+    return process_count() > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """Accelerate's view of this process among those training together."""
+    return PartialState(cpu=cpu_processes())
 
 
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
@@ -88,18 +102,28 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     (the training stage's key: same settings and inputs); otherwise OUT starts empty.
     """
     out_dir = Path(out_dir)
-    key_file = out_dir / "resume_key"
-    if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(resume_key)
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps)
+    # split_batches: train.batch_size is the global batch, which LengthGroupedBatches splits over
+    # the processes; Accelerate then steps the scheduler once per optimizer step.
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              cpu=cpu_processes())
+    if accelerator.is_main_process:
+        key_file = out_dir / "resume_key"
+        if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(resume_key)
+    accelerator.wait_for_everyone()
     set_seed(seed)
     student = add_lora(model, config)
     student.train()
 
-    batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed)
-    loader = DataLoader(examples, batch_sampler=batches, collate_fn=Collator(pad_id, teacher_cache))
+    batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed,
+                                   process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+    # Placed on the device by Accelerate but not sharded again (num_processes=1): every process
+    # walks the same batches, and the loader's end still closes a gradient-accumulation cycle.
+    loader = prepare_data_loader(DataLoader(examples, batch_sampler=batches, collate_fn=Collator(pad_id, teacher_cache)),
+                                 accelerator.device, num_processes=1, process_index=0, put_on_device=True)
     replay = None
     if replay_examples:
         replay = ReplayRows(replay_examples, max(1, round(config.batch_size * config.replay_ratio)), seed,
@@ -111,13 +135,17 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    student, optimizer, loader, scheduler = accelerator.prepare(student, optimizer, loader, scheduler)
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    peft_model = accelerator.unwrap_model(student)  # the same modules; student may be a DDP wrapper
+    if accelerator.num_processes > 1:
+        log.info("%s: %d processes (%s), each takes 1/%d of every batch of %d", method.name, accelerator.num_processes,
+                 accelerator.distributed_type.value, accelerator.num_processes, config.batch_size)
 
     history: list[dict] = []
     start_epoch = 0
     last = last_checkpoint(out_dir)
     if last is not None:
-        start_epoch, history = resume(accelerator.unwrap_model(student), optimizer, scheduler, last)
+        start_epoch, history = resume(peft_model, optimizer, scheduler, last)
         log.info("%s: resuming after epoch %d from %s", method.name, start_epoch, last)
 
     for epoch in range(start_epoch, config.epochs):
@@ -127,12 +155,13 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
-                loss = batch_loss(method.training, student, batch, config)
-                total_loss += loss.item()
+                loss = batch_loss(method.training, student, batch, config, peft_model)
+                total_loss += accelerator.reduce(loss.detach(), "mean").item()  # the global batch's loss
                 if replay is not None:
                     replayed = replay_loss(student, {name: tensor.to(accelerator.device)
-                                                     for name, tensor in replay.batch(epoch, batches).items()})
-                    total_replay += replayed.item()
+                                                     for name, tensor in replay.batch(epoch, batches).items()},
+                                           peft_model)
+                    total_replay += replayed.item()  # every process replays the same rows
                     loss = loss + config.replay_weight * replayed
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -147,17 +176,17 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
             history[-1]["replay_kl"] = total_replay / batches
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
         if accelerator.is_main_process:
-            save_checkpoint(accelerator.unwrap_model(student), optimizer, scheduler, history, out_dir, epoch + 1,
+            save_checkpoint(peft_model, optimizer, scheduler, history, out_dir, epoch + 1,
                             keep_earlier=config.keep_checkpoints == "all")
         accelerator.wait_for_everyone()
 
     metrics = {"method": method.name, "examples": len(examples), "epochs": history}
     if accelerator.is_main_process:
         with folder_in_place(out_dir / "adapter") as staging:  # frozen base weights stay out of it
-            accelerator.unwrap_model(student).save_pretrained(staging, save_embedding_layers=False)
+            peft_model.save_pretrained(staging, save_embedding_layers=False)
         write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    student = accelerator.unwrap_model(student)
-    student.eval()
+    accelerator.wait_for_everyone()  # the other processes go on only once the adapter is written
+    peft_model.eval()
     return metrics
 
 
