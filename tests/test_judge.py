@@ -204,14 +204,14 @@ def test_openai_backend_needs_its_key_variable_unless_told_none(server, monkeypa
     keyless = ServerBackend(url + "/v1", "judge-model", api_key_env=None, timeout=10)
     assert keyless.generate_batch(["Proposed answer: 1623\n\nGo."], Sampling(0.0, 8), seed=0) == [
         "The proposed answer gives the accepted year.\nVerdict: correct"]
-    assert requests[-1]["authorization"] is None
+    assert requests[-1]["authorization"] == "Bearer EMPTY"  # the openai client's placeholder, no secret
 
 
 def test_a_server_that_refuses_connections_is_one_line():
     with socket.socket() as probe:  # a port that nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = ServerBackend(f"http://127.0.0.1:{port}/v1", "judge-model", api_key_env=None, timeout=10)
+    backend = ServerBackend(f"http://127.0.0.1:{port}/v1", "judge-model", api_key_env=None, timeout=10, max_retries=1)
     with pytest.raises(UserError, match=rf"server http://127.0.0.1:{port}/v1/chat/completions: .*refused.*is it running"):
         backend.generate_batch(["hello"], Sampling(0.0, 8), seed=0)
 

@@ -43,7 +43,7 @@ class ScriptedExpert:
         return replies
 
 
-def scripted_backend(model, adapter=None, server_url="", api_key_env=None):
+def scripted_backend(model, adapter=None, server_url="", api_key_env=None, **server_options):
     return ScriptedExpert(f"{model.name}|{path_digest(adapter) if adapter else ''}|{server_url}")
 
 

@@ -1,9 +1,13 @@
-"""A generation server that promptdistill starts for a run (generation.server_command) and always stops."""
+"""A generation server that promptdistill starts for a run (generation.server_command) and always stops;
+requests in flight side by side, and retried."""
 
 import dataclasses
 import json
 import sys
+import threading
+import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from test_pipeline import write_inputs
 from promptdistill import pipeline
 from promptdistill.config import resolve_config
 from promptdistill.errors import UserError
-from promptdistill.generation import served, serving
+from promptdistill.generation import BatchStore, Sampling, ServerBackend, generate_all, served, serving
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 
@@ -89,3 +93,79 @@ def test_a_server_that_dies_at_start_or_a_command_without_port_is_one_line(tmp_p
     with pytest.raises(UserError, match="set one, not both"):
         with serving(config.model, both):
             pass
+
+
+class EchoServer(BaseHTTPRequestHandler):
+    """Chat completions that echo the prompt after a short wait, counting requests in flight;
+    under /flaky the first two requests get 503."""
+
+    lock = threading.Lock()
+    in_flight = peak = requests = 0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            EchoServer.requests += 1
+            failing = self.path.startswith("/flaky") and EchoServer.requests <= 2
+            EchoServer.in_flight += 1
+            EchoServer.peak = max(EchoServer.peak, EchoServer.in_flight)
+        time.sleep(0.1)
+        with self.lock:
+            EchoServer.in_flight -= 1
+        if failing:
+            return self._send(503, {"error": {"message": "overloaded"}})
+        content = f"re: {body['messages'][0]['content']} (seed {body['seed']})"
+        self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                      "finish_reason": "stop"}]})
+
+    def _send(self, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def echo_server():
+    EchoServer.in_flight = EchoServer.peak = EchoServer.requests = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_requests_go_out_side_by_side_across_batches_up_to_the_bound(echo_server, tmp_path):
+    prompts = [f"prompt {n}" for n in range(24)]
+    groups = [f"passage {n // 3}" for n in range(24)]  # batches of at most 3: a passage's prompts
+    one_at_a_time = ServerBackend(echo_server + "/v1", "m", api_key_env=None, max_concurrency=1)
+    expected = generate_all(one_at_a_time, prompts, Sampling(1.0, 8), seed=5, batch_size=2, groups=groups)
+    assert EchoServer.peak == 1
+
+    EchoServer.peak = 0
+    backend = ServerBackend(echo_server + "/v1", "m", api_key_env=None, max_concurrency=6)
+    with BatchStore(tmp_path / "batches.jsonl") as store:
+        replies = generate_all(backend, prompts, Sampling(1.0, 8), seed=5, batch_size=2, groups=groups, store=store)
+    assert EchoServer.peak == 6  # more than a batch of 2, never more than the bound
+    assert replies == expected and replies[7].startswith("re: prompt 7 (seed ")  # in order, same seeds
+    stored = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
+    assert len(stored) == 16 and sorted(len(entry["replies"]) for entry in stored) == [1] * 8 + [2] * 8
+
+
+def test_a_failing_request_is_retried_with_backoff_then_answers(echo_server):
+    backend = ServerBackend(echo_server + "/flaky/v1", "m", api_key_env=None, max_retries=2)
+    assert backend.generate_batch(["hello"], Sampling(0.0, 8), seed=1) == ["re: hello (seed 1)"]
+    assert EchoServer.requests == 3
+    EchoServer.requests = 0
+    impatient = ServerBackend(echo_server + "/flaky/v1", "m", api_key_env=None, max_retries=1)
+    with pytest.raises(UserError, match=r"/flaky/v1/chat/completions: HTTP 503: .*overloaded"):
+        impatient.generate_batch(["hello"], Sampling(0.0, 8), seed=1)

@@ -255,11 +255,19 @@ class GenerationConfig:
         default="", metadata={"help": "the model name requests carry (default: what {model} stands for, or model.name)"})
     api_key_env: str = field(default="", metadata={"help": "environment variable with the server's key; empty: none"})
     startup_seconds: int = field(default=900, metadata={"help": "how long a started server may take to answer"})
+    max_concurrency: int = field(
+        default=32, metadata={"help": "requests in flight at once to a server (it batches them), also the judge's"})
+    max_retries: int = field(
+        default=5, metadata={"help": "retries of a server request after a refused connection, a timeout, 408, 429 "
+                                     "or 5xx, waiting 0.5 s doubling to 8 s"})
 
     def __post_init__(self):
         if self.server_command and "{port}" not in self.server_command:
             raise UserError("generation.server_command must contain {port}, where the server is to listen")
         _check_positive("generation.startup_seconds", self.startup_seconds)
+        _check_positive("generation.max_concurrency", self.max_concurrency)
+        if self.max_retries < 0:
+            raise UserError(f"generation.max_retries: {self.max_retries}; 0 or more")
 
 
 @dataclass

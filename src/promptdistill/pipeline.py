@@ -230,7 +230,9 @@ def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     def work():
         records = read_jsonl(run.eval(method.name))
         backend = make_backend(dataclasses.replace(config.model, name=settings.judge), server_url=settings.judge_url,
-                               api_key_env=settings.judge_api_key_env)
+                               api_key_env=settings.judge_api_key_env,
+                               max_concurrency=config.generation.max_concurrency,
+                               max_retries=config.generation.max_retries)
         with BatchStore(run.batches(f"judge-{method.name}")) as store:
             verdicts = judge_all(backend, records, settings.judge_max_tokens, settings.batch_size, store,
                                  settings.judge_style)

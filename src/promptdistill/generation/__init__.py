@@ -23,11 +23,13 @@ __all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend"
 
 
 def make_backend(model: ModelConfig, adapter: Path | None = None, server_url: str = "",
-                 api_key_env: str | None = "OPENAI_API_KEY", identity: str = "", server_model: str = "") -> Backend:
+                 api_key_env: str | None = "OPENAI_API_KEY", identity: str = "", server_model: str = "",
+                 max_concurrency: int = 32, max_retries: int = 5) -> Backend:
     """The backend for a model spec: the server at `server_url` (asked for `server_model`, else
     `model.name`), else the model in this process, with the LoRA adapter in `adapter` on it when given."""
     if server_url:
-        return ServerBackend(server_url, server_model or model.name, api_key_env, identity=identity)
+        return ServerBackend(server_url, server_model or model.name, api_key_env, identity=identity,
+                             max_concurrency=max_concurrency, max_retries=max_retries)
     from promptdistill.files import path_digest
     from promptdistill.models import load_adapter, load_model
 
@@ -55,7 +57,8 @@ def served(generation: GenerationConfig, adapter: Path | None = None) -> dict:
             raise RuntimeError("generation.server_command is set but no server was started (generation.serving)")
         url, model = started[0], model or started[1]
     return {"server_url": url, "server_model": model, "api_key_env": generation.api_key_env or None,
-            "identity": generation.server_command}  # a started server's port changes from run to run
+            "identity": generation.server_command,  # a started server's port changes from run to run
+            "max_concurrency": generation.max_concurrency, "max_retries": generation.max_retries}
 
 
 @contextmanager

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +68,7 @@ class BatchStore:
         self.path = Path(path)
         self.batches: dict[str, list[str]] = {}
         self.used: set[str] = set()
+        self._lock = threading.Lock()
         if self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -80,13 +84,14 @@ class BatchStore:
         return replies
 
     def put(self, key: str, replies: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        self.batches[key] = replies
-        self.used.add(key)
+        with self._lock:  # batches finish on several threads against a server
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            self.batches[key] = replies
+            self.used.add(key)
 
     def __enter__(self) -> BatchStore:
         return self
@@ -130,17 +135,28 @@ def generate_all(
     groups: list[str] | None = None,
     description: str = "generating",
 ) -> list[str]:
-    """A reply to every user turn in `prompts`, in their order (a progress bar unless `description` is empty)."""
+    """A reply to every user turn in `prompts`, in their order (a progress bar unless `description` is empty).
+
+    A backend with `max_concurrency` (a server) gets that many batches at once; their replies,
+    stored batch by batch, are the same as one batch at a time would give.
+    """
+    def finished(batch_plan: tuple[list[int], int]) -> tuple[list[int], list[str]]:
+        indices, batch_seed = batch_plan
+        batch = [prompts[i] for i in indices]
+        key = content_key(backend.identity, batch, asdict(sampling), batch_seed)
+        texts = store.get(key) if store else None
+        if texts is None:
+            texts = backend.generate_batch(batch, sampling, batch_seed)
+            if store:
+                store.put(key, texts)
+        return indices, texts
+
     replies: list[str | None] = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress:
-        for indices, batch_seed in plan_batches(backend, prompts, batch_size, seed, groups):
-            batch = [prompts[i] for i in indices]
-            key = content_key(backend.identity, batch, asdict(sampling), batch_seed)
-            texts = store.get(key) if store else None
-            if texts is None:
-                texts = backend.generate_batch(batch, sampling, batch_seed)
-                if store:
-                    store.put(key, texts)
+    batches = plan_batches(backend, prompts, batch_size, seed, groups)
+    side_by_side = getattr(backend, "max_concurrency", 1)
+    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress, \
+            ThreadPoolExecutor(side_by_side, thread_name_prefix="batch") if side_by_side > 1 else nullcontext() as pool:
+        for indices, texts in (pool.map(finished, batches) if pool else map(finished, batches)):
             for i, text in zip(indices, texts):
                 replies[i] = cut_at_stop(text, sampling.stop)
             progress.update(len(indices))

@@ -1,46 +1,57 @@
-"""A backend over an OpenAI-compatible /chat/completions endpoint (OpenAI, vLLM, llama.cpp, transformers serve),
-and a server started for the length of a run.
+"""A backend over an OpenAI-compatible /chat/completions endpoint (OpenAI, vLLM, SGLang, llama.cpp,
+transformers serve), through the `openai` client, and a server started for the length of a run.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
+import openai
+
 from promptdistill.errors import UserError
 from promptdistill.generation.core import Sampling
+
+NO_KEY = "EMPTY"  # what a server started without a key is sent (the client insists on one), as vLLM's examples do
 
 
 class ServerBackend:
     """Each prompt is sent as one user message; the server applies the chat template.
 
-    The API key is read from the environment variable named `api_key_env` (None: send no key,
-    as for a local server started without one) and is kept out of repr and of error messages.
+    Up to `max_concurrency` requests are in flight at once, across batches (generate_all runs
+    that many batches side by side), so a batching server (vLLM, SGLang) sees a full queue. The
+    client retries a refused connection, a timeout, 408, 429 and 5xx `max_retries` times with
+    exponential backoff (0.5 s doubling to 8 s). The API key is read from the environment
+    variable named `api_key_env` (None: no key) and is kept out of repr and error messages.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 900.0, identity: str = ""):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+                 timeout: float = 900.0, identity: str = "", max_concurrency: int = 32, max_retries: int = 5):
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.model = model
         self.identity = identity or f"{self.url}|{model}"  # a started server's port changes; its command does not
-        self.timeout = timeout  # per request; a server without continuous batching queues a batch
+        self.max_concurrency = max_concurrency
         self._api_key: str | None = None
         if api_key_env is not None:
             self._api_key = os.environ.get(api_key_env)
             if not self._api_key:
                 raise UserError(f"environment variable {api_key_env} (the API key of {self.url}) is not set")
+        # timeout per request: a server without continuous batching queues what it is sent.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or NO_KEY, timeout=timeout,
+                                     max_retries=max_retries)
+        self._requests: ThreadPoolExecutor | None = None
+        self._requests_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ServerBackend(url={self.url!r}, model={self.model!r})"
@@ -50,46 +61,35 @@ class ServerBackend:
         return len(text.split())
 
     def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
-        # One request per prompt, sent together: the batch size bounds the concurrent requests.
-        with ThreadPoolExecutor(max_workers=max(1, len(prompts))) as pool:
-            return list(pool.map(lambda prompt: self._complete(prompt, sampling, seed), prompts))
+        with self._requests_lock:  # one pool of request threads for every batch in flight
+            if self._requests is None:
+                self._requests = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="request")
+        return list(self._requests.map(lambda prompt: self._complete(prompt, sampling, seed), prompts))
 
     def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_new_tokens,
-            "seed": seed,
-        }
+        extra = {}
         if sampling.top_k:
-            body["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
+            extra["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
         if sampling.stop:
             # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
-            body.update(stop=list(sampling.stop), include_stop_str_in_output=True)
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", **self._auth_header()},
-        )
+            extra["include_stop_str_in_output"] = True
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.load(response)
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")[:500]
-            raise UserError(self._redact(f"server {self.url}: HTTP {error.code}: {detail}")) from None
-        except (urllib.error.URLError, TimeoutError) as error:
-            reason = getattr(error, "reason", error)
+            reply = self._client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": prompt}],
+                temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+                seed=seed, stop=list(sampling.stop) or None, extra_body=extra or None,
+            )
+        except openai.APIStatusError as error:
+            raise UserError(self._redact(f"server {self.url}: HTTP {error.status_code}: "
+                                         f"{error.response.text[:500]}")) from None
+        except openai.APIConnectionError as error:  # also a timeout; after the retries
+            reason = error.__cause__ or error
             raise UserError(self._redact(f"server {self.url}: {reason}; is it running?")) from None
-        except json.JSONDecodeError:
-            raise UserError(f"server {self.url}: the reply is not JSON") from None
         try:
-            return (reply["choices"][0]["message"]["content"] or "").strip()
-        except (KeyError, IndexError, TypeError):
-            raise UserError(self._redact(f"server {self.url}: unexpected reply {str(reply)[:500]}")) from None
-
-    def _auth_header(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            return (reply.choices[0].message.content or "").strip()
+        except (AttributeError, IndexError, TypeError):
+            shown = reply.model_dump() if hasattr(reply, "model_dump") else reply
+            raise UserError(self._redact(f"server {self.url}: unexpected reply {str(shown)[:500]}")) from None
 
     def _redact(self, message: str) -> str:
         """A server may echo the key back; it goes no further."""
@@ -130,6 +130,7 @@ def started_server(command: str, model: str, startup_seconds: float) -> Iterator
 
 def _wait_until_answering(process: subprocess.Popen, output, url: str, startup_seconds: float) -> None:
     deadline = time.monotonic() + startup_seconds
+    probe = openai.OpenAI(base_url=url, api_key=NO_KEY, timeout=2, max_retries=0)  # GET /v1/models
     while True:
         if process.poll() is not None:
             output.seek(0)
@@ -137,9 +138,11 @@ def _wait_until_answering(process: subprocess.Popen, output, url: str, startup_s
             raise UserError(f"generation.server_command exited with code {process.returncode} before it "
                             f"answered: {' | '.join(tail) or 'no output'}")
         try:
-            urllib.request.urlopen(f"{url}/models", timeout=2).close()
+            probe.models.list()
             return
-        except OSError:
+        except openai.APIStatusError:  # it answers, if only to refuse a request without its key
+            return
+        except openai.APIConnectionError:
             if time.monotonic() > deadline:
                 raise UserError(f"generation.server_command: no answer at {url} after {startup_seconds} s "
                                 "(generation.startup_seconds)") from None
