@@ -11,12 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import make_model
+from peft import LoraConfig, get_peft_model
 from test_pipeline import write_inputs
 
 from promptdistill import pipeline
 from promptdistill.config import resolve_config
 from promptdistill.errors import UserError
-from promptdistill.generation import BatchStore, Sampling, ServerBackend, generate_all, served, serving
+from promptdistill.config import ModelConfig
+from promptdistill.files import path_digest
+from promptdistill.generation import (BatchStore, Sampling, ServerBackend, TransformersBackend, generate_all,
+                                      make_backend, served, serving)
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 
@@ -46,7 +51,7 @@ def test_a_started_server_answers_the_base_models_test_questions_and_is_stopped(
     pipeline.evaluate(local, local_config, METHODS["base"])
     with serving(remote_config.model, remote_config.generation):
         options = served(remote_config.generation)
-        assert options["server_model"] == str(tiny_model_dir) and served(remote_config.generation, Path("x")) == {}
+        assert options["server_model"] == str(tiny_model_dir)
         url = options["server_url"]
         assert answers_at(url)
         pipeline.evaluate(remote, remote_config, METHODS["base"])
@@ -97,13 +102,17 @@ def test_a_server_that_dies_at_start_or_a_command_without_port_is_one_line(tmp_p
 
 class EchoServer(BaseHTTPRequestHandler):
     """Chat completions that echo the prompt after a short wait, counting requests in flight;
-    under /flaky the first two requests get 503."""
+    under /flaky the first two requests get 503; under /lora, vLLM's runtime adapter loading
+    (elsewhere it is missing, as on a server without it)."""
 
     lock = threading.Lock()
     in_flight = peak = requests = 0
+    loaded: list[tuple[str, str]] = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/load_lora_adapter"):
+            return self._load_adapter(body)
         with self.lock:
             EchoServer.requests += 1
             failing = self.path.startswith("/flaky") and EchoServer.requests <= 2
@@ -115,8 +124,25 @@ class EchoServer(BaseHTTPRequestHandler):
         if failing:
             return self._send(503, {"error": {"message": "overloaded"}})
         content = f"re: {body['messages'][0]['content']} (seed {body['seed']})"
+        if body["model"].startswith("adapter-"):
+            content += f" from {body['model']}"
         self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                       "finish_reason": "stop"}]})
+
+    def _load_adapter(self, body: dict):
+        """As vLLM answers: plain text on success, 400 for a name loaded before; FastAPI's 404 without it."""
+        if not self.path.startswith("/lora"):
+            return self._send(404, {"detail": "Not Found"})
+        if any(name == body["lora_name"] for name, _ in EchoServer.loaded):
+            return self._send(400, {"object": "error", "type": "InvalidUserInput", "code": 400,
+                                    "message": f"The lora adapter '{body['lora_name']}' has already been loaded."})
+        EchoServer.loaded.append((body["lora_name"], body["lora_path"]))
+        data = f"Success: LoRA adapter '{body['lora_name']}' added successfully.".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _send(self, status: int, payload: dict):
         data = json.dumps(payload).encode()
@@ -133,6 +159,7 @@ class EchoServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_server():
     EchoServer.in_flight = EchoServer.peak = EchoServer.requests = 0
+    EchoServer.loaded = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoServer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -169,3 +196,23 @@ def test_a_failing_request_is_retried_with_backoff_then_answers(echo_server):
     impatient = ServerBackend(echo_server + "/flaky/v1", "m", api_key_env=None, max_retries=1)
     with pytest.raises(UserError, match=r"/flaky/v1/chat/completions: HTTP 503: .*overloaded"):
         impatient.generate_batch(["hello"], Sampling(0.0, 8), seed=1)
+
+
+def test_an_adapter_is_served_where_the_server_loads_it_else_in_process(echo_server, tmp_path, tiny_model_dir,
+                                                                          tokenizer, caplog):
+    adapter = tmp_path / "adapter"
+    get_peft_model(make_model(len(tokenizer)), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    name = f"adapter-{path_digest(adapter)[:16]}"
+
+    on_server = make_backend(model, adapter, server_url=echo_server + "/lora/v1", api_key_env=None)
+    again = make_backend(model, adapter, server_url=echo_server + "/lora/v1", api_key_env=None)  # loaded before
+    assert on_server.model == again.model == name
+    assert EchoServer.loaded == [(name, str(adapter.resolve()))]
+    assert on_server.generate_batch(["hi"], Sampling(0.0, 4), seed=3) == [f"re: hi (seed 3) from {name}"]
+    assert on_server.identity.endswith(f"|adapter {path_digest(adapter)}")
+
+    caplog.set_level("INFO")
+    in_process = make_backend(model, adapter, server_url=echo_server + "/v1", api_key_env=None)
+    assert isinstance(in_process, TransformersBackend) and in_process.identity.endswith(path_digest(adapter))
+    assert "cannot serve the adapter" in caplog.text and "HTTP 404" in caplog.text

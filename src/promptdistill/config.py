@@ -244,9 +244,9 @@ class DatasetConfig:
 @dataclass
 class GenerationConfig:
     server_url: str = field(
-        default="", metadata={"help": "an OpenAI-compatible server (http://HOST:PORT/v1) for the base model's "
-                                      "generations: questions, answers, rewrites, and the test answers of base, rag "
-                                      "and open-book (methods with an adapter answer in this process)"})
+        default="", metadata={"help": "an OpenAI-compatible server (http://HOST:PORT/v1) for the run's generations: "
+                                      "questions, answers, rewrites, test answers (a method's adapter too where the "
+                                      "server loads it, as vLLM does; else in this process)"})
     server_command: str = field(
         default="", metadata={"help": "a command that starts such a server, with {model} (the model's local "
                                       "folder or hub id) and {port}: started when a run begins, stopped at its end, "

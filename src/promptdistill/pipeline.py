@@ -39,7 +39,7 @@ MODEL = ("model.name", "model.dtype")  # every stage that runs the model reads t
 
 def generation_backend(config: RunConfig, adapter: Path | None = None):
     """The model (with `adapter`) that generates in a stage: on the run's server, if it has one."""
-    return make_backend(config.model, adapter, **served(config.generation, adapter))
+    return make_backend(config.model, adapter, **served(config.generation))
 
 
 def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -18,6 +19,8 @@ from promptdistill.generation.core import SENTENCE_ENDS, Backend, BatchStore, Sa
 from promptdistill.generation.local import TransformersBackend
 from promptdistill.generation.server import ServerBackend, started_server
 
+log = logging.getLogger(__name__)
+
 __all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend", "TransformersBackend",
            "cut_at_stop", "generate_all", "make_backend", "served", "serving"]
 
@@ -26,12 +29,22 @@ def make_backend(model: ModelConfig, adapter: Path | None = None, server_url: st
                  api_key_env: str | None = "OPENAI_API_KEY", identity: str = "", server_model: str = "",
                  max_concurrency: int = 32, max_retries: int = 5) -> Backend:
     """The backend for a model spec: the server at `server_url` (asked for `server_model`, else
-    `model.name`), else the model in this process, with the LoRA adapter in `adapter` on it when given."""
-    if server_url:
-        return ServerBackend(server_url, server_model or model.name, api_key_env, identity=identity,
-                             max_concurrency=max_concurrency, max_retries=max_retries)
+    `model.name`), else the model in this process; with the LoRA adapter in `adapter` on it when
+    given, on the server if it takes the adapter (vLLM), else in this process (and the log says why)."""
     from promptdistill.files import path_digest
     from promptdistill.models import load_adapter, load_model
+
+    if server_url:
+        server = ServerBackend(server_url, server_model or model.name, api_key_env, identity=identity,
+                               max_concurrency=max_concurrency, max_retries=max_retries)
+        if adapter is None:
+            return server
+        digest = path_digest(adapter)
+        refusal = server.load_adapter(f"adapter-{digest[:16]}", adapter)
+        if refusal is None:
+            server.identity += f"|adapter {digest}"
+            return server
+        log.info("the server cannot serve the adapter %s (%s); it answers in this process", adapter, refusal)
 
     loaded, tokenizer = load_model(model)
     identity = f"{model.name}|{model.dtype}"
@@ -45,10 +58,9 @@ def make_backend(model: ModelConfig, adapter: Path | None = None, server_url: st
 _started: ContextVar[tuple[str, str] | None] = ContextVar("started_server", default=None)
 
 
-def served(generation: GenerationConfig, adapter: Path | None = None) -> dict:
-    """make_backend's server options for a run's generations: the run's server for the base model,
-    none for a model with an adapter (it answers in this process; a server would need the adapter)."""
-    if adapter is not None or not (generation.server_url or generation.server_command):
+def served(generation: GenerationConfig) -> dict:
+    """make_backend's server options for a run's generations: the run's server, if it has one."""
+    if not (generation.server_url or generation.server_command):
         return {}
     url, model = generation.server_url, generation.server_model
     if generation.server_command:

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import openai
@@ -91,6 +92,23 @@ class ServerBackend:
             shown = reply.model_dump() if hasattr(reply, "model_dump") else reply
             raise UserError(self._redact(f"server {self.url}: unexpected reply {str(shown)[:500]}")) from None
 
+    def load_adapter(self, name: str, path: Path) -> str | None:
+        """Ask the server to serve the PEFT adapter in `path` as model `name` (vLLM's
+        /v1/load_lora_adapter, on with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING); from
+        then on requests name it. None once it serves it, else the server's reason for not."""
+        try:
+            self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path.resolve())},
+                              cast_to=str)
+        except openai.APIStatusError as error:
+            if "already been loaded" in error.response.text:  # the name holds the adapter's digest: the same one
+                pass
+            else:
+                return self._redact(f"HTTP {error.status_code}: {error.response.text.strip()[:300]}")
+        except openai.APIConnectionError as error:
+            raise UserError(self._redact(f"server {self.base_url}: {error.__cause__ or error}; is it running?")) from None
+        self.model = name
+        return None
+
     def _redact(self, message: str) -> str:
         """A server may echo the key back; it goes no further."""
         return message.replace(self._api_key, "***") if self._api_key else message
@@ -117,7 +135,8 @@ def started_server(command: str, model: str, startup_seconds: float) -> Iterator
     with tempfile.TemporaryFile() as output:  # the server's own words, for an error at start
         try:
             process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=_die_with_parent,
+                                       env={**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})  # adapters
         except OSError as error:
             raise UserError(f"generation.server_command: cannot start {arguments[0]}: {error.strerror}") from None
         try:
