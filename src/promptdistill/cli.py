@@ -270,10 +270,10 @@ def answers(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption
 
 @app.command()
 def teacher(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) -> None:
-    """Cache the teacher's top-k distributions over the pd answers (train.teacher=cached)."""
+    """Cache the teacher's top-k distributions over the pd answers (train.teacher=cached, or server)."""
     from promptdistill import pipeline
 
-    with _stage(run_dir, overrides) as (run, run_config):
+    with _stage(run_dir, overrides) as (run, run_config), _serving(run_config, run_config.train.teacher == "server"):
         for chosen in [m for m in method_table.trained(run_config.methods) if m.distills]:
             pipeline.teacher_cache(run, run_config, chosen)
 
@@ -288,9 +288,10 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
     from promptdistill import pipeline
     from promptdistill.files import is_main_process
 
-    # Replay's replies are written by the main process alone, before the others train.
+    # Replay's replies and the teacher cache are written by the main process alone, before the others train.
     with _stage(run_dir, overrides, several_processes=True) as (run, run_config), \
-            _serving(run_config, run_config.train.replay != "none" and is_main_process()):
+            _serving(run_config, is_main_process() and (run_config.train.replay != "none"
+                                                         or run_config.train.teacher == "server")):
         for chosen in _chosen(method, method_table.trained(run_config.methods)):
             pipeline.train(run, run_config, chosen)
 

@@ -26,6 +26,7 @@ from promptdistill.errors import UserError, check_choice
 DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
+TEACHERS = ("cached", "server", "online")
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
 REPLAYS = ("none", "self")  # what training mixes in to keep the model's general behaviour: retention.py
 
@@ -119,6 +120,8 @@ class TrainConfig:
     teacher: str = field(
         default="cached",
         metadata={"help": "cached: top-k teacher targets computed once before training; "
+                          "server: the same from the run's server's prompt log-probabilities (vLLM), tempered "
+                          "here, or computed in this process where it gives none; "
                           "online: full-vocabulary teacher at every step (the paper's way)"},
     )
     teacher_top_k: int = field(default=20, metadata={"help": "tokens kept per position in the teacher cache"})
@@ -148,7 +151,7 @@ class TrainConfig:
                                       "to replay; empty: the 80 bundled ones (data/replay_prompts.jsonl)"})
 
     def __post_init__(self):
-        check_choice("train.teacher", self.teacher, ("cached", "online"))
+        check_choice("train.teacher", self.teacher, TEACHERS)
         check_choice("train.divergence", self.divergence, DIVERGENCES)
         check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
@@ -286,6 +289,9 @@ class RunConfig:
         self.methods = [method_table.canonical_name(method) for method in self.methods]
         if not self.methods:
             raise UserError("methods: empty; choose one or more of " + ", ".join(method_table.METHODS))
+        if self.train.teacher == "server" and not (self.generation.server_url or self.generation.server_command):
+            raise UserError("train.teacher=server needs the run's server: generation.server_url or "
+                            "generation.server_command")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -146,27 +146,35 @@ def training_examples(run: RunDir, tokenizer, method: methods.Method) -> list:
 
 def teacher_cache(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """One teacher pass over a distilled method's answers: top-k targets per answer token, in teacher/."""
-    from promptdistill.teacher import TeacherInput, build_teacher_cache
+    from promptdistill.teacher import TeacherInput, build_teacher_cache, build_teacher_cache_from_server
 
     settings = config.settings(*MODEL, "train.teacher_top_k", "train.distill_temperature")
+    from_server = config.train.teacher == "server"
 
     def work():
-        model, tokenizer = load_model(config.model)
+        tokenizer = load_tokenizer(config.model)
         items = [TeacherInput(e.key, e.teacher_ids[:e.teacher_prefix_length], e.teacher_ids[e.teacher_prefix_length:],
                               e.answer_ids) for e in training_examples(run, tokenizer, method)]
-        build_teacher_cache(model, items, config.train.teacher_top_k, config.train.distill_temperature,
-                            config.synth.batch_size, run.teacher, settings)
-        return {"answers": len(items), "answer_tokens": sum(len(item.answer_ids) for item in items),
-                "passages": len({tuple(item.prefix_ids) for item in items})}
+        counts = {"answers": len(items), "answer_tokens": sum(len(item.answer_ids) for item in items),
+                  "passages": len({tuple(item.prefix_ids) for item in items})}
+        top_k, temperature = config.train.teacher_top_k, config.train.distill_temperature
+        if from_server:
+            if build_teacher_cache_from_server(generation_backend(config), items, top_k, temperature, len(tokenizer),
+                                               run.teacher, settings):
+                return {**counts, "source": "server"}
+        model, _ = load_model(config.model)
+        build_teacher_cache(model, items, top_k, temperature, config.synth.batch_size, run.teacher, settings)
+        return {**counts, "source": "local"}
 
-    Stage("teacher", settings, [run.answers(method.name), run.questions, run.passages], [run.teacher]).run(run, work)
+    Stage("teacher", settings, [run.answers(method.name), run.questions, run.passages], [run.teacher],
+          extra={"teacher": "server"} if from_server else {}).run(run, work)
 
 
 def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     from promptdistill.teacher import TeacherCache
     from promptdistill.train.loop import process_state, train_adapter
 
-    cached = method.distills and config.train.teacher == "cached"
+    cached = method.distills and config.train.teacher in ("cached", "server")
     replaying = config.train.replay != "none"
     with process_state().main_process_first():  # under accelerate launch the others find them done
         if cached:

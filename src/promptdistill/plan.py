@@ -90,7 +90,7 @@ def planned_files(run: RunDir, config: RunConfig) -> list[Path]:
     if any(method.trains_on_answers for method in trained):
         files.append(run.questions)
     files += [run.answers(method.name) for method in trained if method.trains_on_answers]
-    if any(method.distills for method in trained) and config.train.teacher == "cached":
+    if any(method.distills for method in trained) and config.train.teacher in ("cached", "server"):
         files.append(run.teacher)
     files += [run.adapter(method.name) for method in trained]
     if trained and config.train.replay != "none":

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from tqdm.auto import tqdm
 
 from promptdistill.models import answer_logits
 from promptdistill.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 SHARD_TOKENS = 1 << 20  # answer tokens per shard file
 
@@ -65,6 +69,36 @@ def top_k_targets(logits: torch.Tensor, answer_ids: torch.Tensor, top_k: int, te
     # and exactly 0 when k covers the vocabulary.
     tail_mass = logprobs.scatter(-1, top_ids, float("-inf")).logsumexp(dim=-1).exp()
     return TeacherTargets(answer_ids.clone(), top_ids.to(torch.int32), top_logprobs, tail_mass)
+
+
+def tempered_targets(entries: list[dict[int, float]], answer_ids: list[int], top_k: int, temperature: float,
+                     vocab_size: int) -> TeacherTargets:
+    """Cached targets from a server's raw (temperature 1) top-k log-probabilities, one dict
+    {token id: log-probability} per answer position (vLLM's prompt_logprobs).
+
+    At temperature T a kept token's probability is exp(l / T) / Z_T, exact up to Z_T. Of the
+    tail only its mass m at T=1 is known, not its tempered weight: that lies between m * p_k^(1/T-1)
+    (the tail made of tokens as likely as the least likely one kept, p_k) and
+    (V-k)^(1-1/T) * m^(1/T) (spread evenly over the other V-k tokens). The estimate is their
+    geometric mean: exact at T=1, and at T=2 on the built-in model's demo answers within 0.04 of
+    the exact tail mass (docs/teacher-cache.md).
+    """
+    token_ids, logprobs, tail_mass = [], [], []
+    for entry in entries:
+        if len(entry) < top_k:
+            raise ValueError(f"{len(entry)} log-probabilities at an answer position, fewer than the {top_k} asked for")
+        kept = sorted(entry.items(), key=lambda item: -item[1])[:top_k]  # vLLM adds the actual token past the top k
+        raw = torch.tensor([logprob for _, logprob in kept], dtype=torch.float64)
+        mass = (1 - raw.exp().sum()).clamp(min=0)
+        thick = mass * raw.min().exp() ** (1 / temperature - 1)
+        thin = (vocab_size - top_k) ** (1 - 1 / temperature) * mass ** (1 / temperature)
+        tail_weight = (thick * thin).sqrt()
+        log_z = torch.logsumexp(torch.cat([raw / temperature, tail_weight.log().reshape(1)]), dim=0)
+        token_ids.append([token for token, _ in kept])
+        logprobs.append(raw / temperature - log_z)
+        tail_mass.append((tail_weight.log() - log_z).exp())
+    return TeacherTargets(torch.tensor(answer_ids), torch.tensor(token_ids, dtype=torch.int32),
+                          torch.stack(logprobs).float(), torch.stack(tail_mass).float())
 
 
 @torch.no_grad()
@@ -187,3 +221,28 @@ def build_teacher_cache(model, inputs: list[TeacherInput], top_k: int, temperatu
                 targets[member] = target
             bar.update(len(members))
     write_teacher_cache(out_dir, [item.key for item in inputs], targets, settings)  # type: ignore[arg-type]
+
+
+def build_teacher_cache_from_server(backend, inputs: list[TeacherInput], top_k: int, temperature: float,
+                                    vocab_size: int, out_dir: Path, settings: dict) -> bool:
+    """The cache from a server's prompt log-probabilities (ServerBackend.prompt_logprobs), up to
+    its max_concurrency requests at once, tempered here (tempered_targets). False, and nothing
+    written, where the server gives none."""
+    def scored(item: TeacherInput) -> TeacherTargets | None:
+        token_ids = item.prefix_ids + item.suffix_ids + item.answer_ids
+        entries = backend.prompt_logprobs(token_ids, top_k)
+        if entries is None:
+            return None
+        if len(entries) != len(token_ids):
+            raise ValueError(f"the server scored {len(entries)} positions of a {len(token_ids)}-token prompt")
+        return tempered_targets(entries[len(token_ids) - len(item.answer_ids):], item.answer_ids, top_k, temperature,
+                                vocab_size)
+
+    if scored(inputs[0]) is None:  # asked once before the rest
+        log.info("teacher: the server gives no prompt log-probabilities with token ids; the cache is computed here")
+        return False
+    with ThreadPoolExecutor(backend.max_concurrency) as pool:
+        targets = list(tqdm(pool.map(scored, inputs), total=len(inputs), desc="teacher cache (server)",
+                            unit="answer", leave=False))
+    write_teacher_cache(out_dir, [item.key for item in inputs], targets, settings)
+    return True

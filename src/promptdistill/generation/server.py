@@ -74,38 +74,58 @@ class ServerBackend:
         if sampling.stop:
             # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
             extra["include_stop_str_in_output"] = True
-        try:
+        with self._one_line_errors(self.url):
             reply = self._client.chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": prompt}],
                 temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
                 seed=seed, stop=list(sampling.stop) or None, extra_body=extra or None,
             )
-        except openai.APIStatusError as error:
-            raise UserError(self._redact(f"server {self.url}: HTTP {error.status_code}: "
-                                         f"{error.response.text[:500]}")) from None
-        except openai.APIConnectionError as error:  # also a timeout; after the retries
-            reason = error.__cause__ or error
-            raise UserError(self._redact(f"server {self.url}: {reason}; is it running?")) from None
         try:
             return (reply.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError):
             shown = reply.model_dump() if hasattr(reply, "model_dump") else reply
             raise UserError(self._redact(f"server {self.url}: unexpected reply {str(shown)[:500]}")) from None
 
+    def prompt_logprobs(self, token_ids: list[int], top_k: int) -> list[dict[int, float] | None] | None:
+        """The server's top-k log-probabilities (at temperature 1) of each token of `token_ids`
+        given those before it, keyed by token id: vLLM's `prompt_logprobs` on /v1/completions with
+        `return_tokens_as_token_ids` (entry 0 is None; an entry may hold the actual token past the
+        top k). None where the server sends none, or keys them by text as llama.cpp does."""
+        with self._one_line_errors(self.base_url + "/completions"):
+            reply = self._client.completions.create(
+                model=self.model, prompt=token_ids, max_tokens=1, temperature=0.0,
+                extra_body={"prompt_logprobs": top_k, "return_tokens_as_token_ids": True})
+        entries = getattr(reply.choices[0], "prompt_logprobs", None) if getattr(reply, "choices", None) else None
+        if not entries:
+            return None
+        try:
+            return [None if entry is None else {int(token): float(value["logprob"]) for token, value in entry.items()}
+                    for entry in entries]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+
+    @contextmanager
+    def _one_line_errors(self, url: str) -> Iterator[None]:
+        """The server's refusal or absence as one line, the key redacted, after the client's retries."""
+        try:
+            yield
+        except openai.APIStatusError as error:
+            raise UserError(self._redact(f"server {url}: HTTP {error.status_code}: "
+                                         f"{error.response.text[:500]}")) from None
+        except openai.APIConnectionError as error:  # also a timeout
+            raise UserError(self._redact(f"server {url}: {error.__cause__ or error}; is it running?")) from None
+
     def load_adapter(self, name: str, path: Path) -> str | None:
         """Ask the server to serve the PEFT adapter in `path` as model `name` (vLLM's
         /v1/load_lora_adapter, on with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING); from
         then on requests name it. None once it serves it, else the server's reason for not."""
-        try:
-            self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path.resolve())},
-                              cast_to=str)
-        except openai.APIStatusError as error:
-            if "already been loaded" in error.response.text:  # the name holds the adapter's digest: the same one
-                pass
-            else:
-                return self._redact(f"HTTP {error.status_code}: {error.response.text.strip()[:300]}")
-        except openai.APIConnectionError as error:
-            raise UserError(self._redact(f"server {self.base_url}: {error.__cause__ or error}; is it running?")) from None
+        with self._one_line_errors(self.base_url + "/load_lora_adapter"):  # connection errors
+            try:
+                self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path.resolve())},
+                                  cast_to=str)
+            except openai.APIStatusError as error:
+                if "already been loaded" not in error.response.text:  # the name holds the digest: the same adapter
+                    return self._redact(f"HTTP {error.status_code}: {error.response.text.strip()[:300]}")
         self.model = name
         return None
 
