@@ -102,17 +102,22 @@ def test_a_server_that_dies_at_start_or_a_command_without_port_is_one_line(tmp_p
 
 class EchoServer(BaseHTTPRequestHandler):
     """Chat completions that echo the prompt after a short wait, counting requests in flight;
-    under /flaky the first two requests get 503; under /lora, vLLM's runtime adapter loading
-    (elsewhere it is missing, as on a server without it)."""
+    under /flaky the first two requests get 503; under /strict vLLM's own fields get 422; under
+    /lora, vLLM's runtime adapter loading (elsewhere it is missing, as on a server without it)."""
 
     lock = threading.Lock()
     in_flight = peak = requests = 0
     loaded: list[tuple[str, str]] = []
+    bodies: list[dict] = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.endswith("/load_lora_adapter"):
             return self._load_adapter(body)
+        EchoServer.bodies.append(body)
+        unexpected = {"top_k", "include_stop_str_in_output"} & set(body)
+        if self.path.startswith("/strict") and unexpected:  # as transformers serve answers
+            return self._send(422, {"detail": f"Unexpected fields in the request: {unexpected}"})
         with self.lock:
             EchoServer.requests += 1
             failing = self.path.startswith("/flaky") and EchoServer.requests <= 2
@@ -160,6 +165,7 @@ class EchoServer(BaseHTTPRequestHandler):
 def echo_server():
     EchoServer.in_flight = EchoServer.peak = EchoServer.requests = 0
     EchoServer.loaded = []
+    EchoServer.bodies = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoServer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -216,3 +222,15 @@ def test_an_adapter_is_served_where_the_server_loads_it_else_in_process(echo_ser
     in_process = make_backend(model, adapter, server_url=echo_server + "/v1", api_key_env=None)
     assert isinstance(in_process, TransformersBackend) and in_process.identity.endswith(path_digest(adapter))
     assert "cannot serve the adapter" in caplog.text and "HTTP 404" in caplog.text
+
+
+def test_a_server_that_refuses_vllms_fields_is_asked_without_them(echo_server, caplog):
+    backend = ServerBackend(echo_server + "/strict/v1", "m", api_key_env=None, max_concurrency=1)
+    sampling = Sampling(1.0, 8, stop=(". ", "? "), top_k=50)
+    replies = generate_all(backend, ["one. two", "three? four"], sampling, seed=0, batch_size=2)
+    assert replies == ["re: one.", "re: three?"]  # cut here at the stop strings, as the reply came whole
+    first, *rest = EchoServer.bodies
+    assert first["top_k"] == 50 and first["include_stop_str_in_output"] and first["stop"] == [". ", "? "]
+    assert not {"top_k", "include_stop_str_in_output", "stop"} & set(rest[-1])  # later requests go without
+    assert len(rest) <= 3  # each field refused once
+    assert caplog.text.count("does not take") == 2

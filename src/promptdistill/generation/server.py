@@ -5,6 +5,7 @@ transformers serve), through the `openai` client, and a server started for the l
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shlex
 import signal
@@ -22,6 +23,8 @@ import openai
 
 from promptdistill.errors import UserError
 from promptdistill.generation.core import Sampling
+
+log = logging.getLogger(__name__)
 
 NO_KEY = "EMPTY"  # what a server started without a key is sent (the client insists on one), as vLLM's examples do
 
@@ -53,6 +56,7 @@ class ServerBackend:
                                      max_retries=max_retries)
         self._requests: ThreadPoolExecutor | None = None
         self._requests_lock = threading.Lock()
+        self._refused: set[str] = set()  # vLLM's fields this server said it does not take
 
     def __repr__(self) -> str:
         return f"ServerBackend(url={self.url!r}, model={self.model!r})"
@@ -68,23 +72,47 @@ class ServerBackend:
         return list(self._requests.map(lambda prompt: self._complete(prompt, sampling, seed), prompts))
 
     def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
-        extra = {}
-        if sampling.top_k:
-            extra["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
-        if sampling.stop:
-            # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
-            extra["include_stop_str_in_output"] = True
-        with self._one_line_errors(self.url):
-            reply = self._client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": prompt}],
-                temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-                seed=seed, stop=list(sampling.stop) or None, extra_body=extra or None,
-            )
+        while True:  # a server that refuses one of vLLM's fields is asked again without it
+            extra = self._vllm_fields(sampling)
+            try:
+                reply = self._client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": prompt}],
+                    temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+                    seed=seed, stop=list(sampling.stop) if "include_stop_str_in_output" in extra else openai.omit,
+                    extra_body=extra or None,
+                )
+                break
+            except openai.APIStatusError as error:
+                refused = {name for name in extra if name in error.response.text} if error.status_code in (400, 422) \
+                    else set()
+                if not refused:
+                    raise self._status_error(self.url, error) from None
+                self._refuse(refused)
+            except openai.APIConnectionError as error:
+                raise self._connection_error(self.url, error) from None
         try:
             return (reply.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError):
             shown = reply.model_dump() if hasattr(reply, "model_dump") else reply
             raise UserError(self._redact(f"server {self.url}: unexpected reply {str(shown)[:500]}")) from None
+
+    def _vllm_fields(self, sampling: Sampling) -> dict:
+        """Fields beyond OpenAI's API that keep a reply as the in-process backend makes it."""
+        extra = {}
+        if sampling.top_k and "top_k" not in self._refused:
+            extra["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
+        if sampling.stop and "include_stop_str_in_output" not in self._refused:
+            # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
+            extra["include_stop_str_in_output"] = True
+        return extra
+
+    def _refuse(self, fields: set[str]) -> None:
+        for name in fields - self._refused:
+            self._refused.add(name)
+            log.warning("server %s does not take %s: %s", self.url, name, {
+                "top_k": "it samples without the top-k cut that the in-process backend makes",
+                "include_stop_str_in_output": "replies run to the token cap and are cut at the stop strings here",
+            }[name])
 
     def prompt_logprobs(self, token_ids: list[int], top_k: int) -> list[dict[int, float] | None] | None:
         """The server's top-k log-probabilities (at temperature 1) of each token of `token_ids`
@@ -110,10 +138,15 @@ class ServerBackend:
         try:
             yield
         except openai.APIStatusError as error:
-            raise UserError(self._redact(f"server {url}: HTTP {error.status_code}: "
-                                         f"{error.response.text[:500]}")) from None
+            raise self._status_error(url, error) from None
         except openai.APIConnectionError as error:  # also a timeout
-            raise UserError(self._redact(f"server {url}: {error.__cause__ or error}; is it running?")) from None
+            raise self._connection_error(url, error) from None
+
+    def _status_error(self, url: str, error: openai.APIStatusError) -> UserError:
+        return UserError(self._redact(f"server {url}: HTTP {error.status_code}: {error.response.text[:500]}"))
+
+    def _connection_error(self, url: str, error: openai.APIConnectionError) -> UserError:
+        return UserError(self._redact(f"server {url}: {error.__cause__ or error}; is it running?"))
 
     def load_adapter(self, name: str, path: Path) -> str | None:
         """Ask the server to serve the PEFT adapter in `path` as model `name` (vLLM's
