@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from promptdistill import pipeline
 from promptdistill.config import ModelConfig
+from promptdistill.errors import UserError
+from promptdistill.generation import ServerBackend
 from promptdistill.methods import METHODS
 from promptdistill.models import load_model
 from promptdistill.rundir import RunDir
@@ -54,12 +56,19 @@ class FakeVLLM(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeVLLM.asked.append(body)
+        if body["prompt_logprobs"] > 20:  # vLLM's --max-logprobs, 20 by default
+            return self._send(400, {"object": "error", "type": "BadRequestError", "code": 400, "message":
+                                    f"Requested prompt logprobs of {body['prompt_logprobs']}, which is greater "
+                                    "than max allowed: 20"})
         choice = {"index": 0, "text": "x", "finish_reason": "length", "logprobs": None}
         if not self.path.startswith("/plain"):
             choice["prompt_logprobs"] = self._prompt_logprobs(body["prompt"], body["prompt_logprobs"])
-        data = json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-                           "choices": [choice]}).encode()
-        self.send_response(200)
+        self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                         "choices": [choice]})
+
+    def _send(self, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -143,3 +152,9 @@ def test_the_server_teacher_matches_the_local_cache(tmp_path, tiny_model_dir, fa
     fallback = TeacherCache(plain.teacher)
     for key in exact.entries:
         torch.testing.assert_close(fallback[key].logprobs, exact[key].logprobs)
+
+
+def test_a_top_k_beyond_the_servers_limit_is_one_line(tiny_model_dir, fake_vllm):
+    backend = ServerBackend(f"{fake_vllm}/v1", "m", api_key_env=None)
+    with pytest.raises(UserError, match=r"/v1/completions: HTTP 400: .*prompt logprobs of 50, .*max allowed: 20"):
+        backend.prompt_logprobs([1, 2, 3], 50)

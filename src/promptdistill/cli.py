@@ -58,7 +58,8 @@ def _setup_logging() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as transformers_logging
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the openai client's one line per request
+    for name in ("httpx", "httpx2"):  # the openai client's HTTP library: a line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()  # weight-loading bars; ours stay
     warnings.filterwarnings("ignore", category=FutureWarning)
