@@ -115,6 +115,8 @@ class EchoServer(BaseHTTPRequestHandler):
         if self.path.endswith("/load_lora_adapter"):
             return self._load_adapter(body)
         EchoServer.bodies.append(body)
+        if "broken" in body["messages"][0]["content"]:
+            return self._send(500, {"error": {"message": "the engine died"}})
         unexpected = {"top_k", "include_stop_str_in_output"} & set(body)
         if self.path.startswith("/strict") and unexpected:  # as transformers serve answers
             return self._send(422, {"detail": f"Unexpected fields in the request: {unexpected}"})
@@ -234,3 +236,21 @@ def test_a_server_that_refuses_vllms_fields_is_asked_without_them(echo_server, c
     assert not {"top_k", "include_stop_str_in_output", "stop"} & set(rest[-1])  # later requests go without
     assert len(rest) <= 3  # each field refused once
     assert caplog.text.count("does not take") == 2
+
+
+def test_a_failed_batch_stops_the_pass_and_a_rerun_generates_only_what_is_missing(echo_server, tmp_path):
+    prompts = [f"prompt {n}" for n in range(12)] + ["broken prompt"]
+    failing = ServerBackend(echo_server + "/v1", "m", api_key_env=None, max_concurrency=3, max_retries=0)
+    with pytest.raises(UserError, match="HTTP 500: .*the engine died"):
+        with BatchStore(tmp_path / "batches.jsonl") as store:
+            generate_all(failing, prompts, Sampling(1.0, 8), seed=1, batch_size=2, store=store)
+    stored = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
+    assert 0 < len(stored) < 7  # the batches that finished are kept; the failed one is not
+    assert not any("broken" in reply for entry in stored for reply in entry["replies"])
+
+    EchoServer.bodies = []
+    prompts[-1] = "mended prompt"
+    with BatchStore(tmp_path / "batches.jsonl") as store:
+        replies = generate_all(failing, prompts, Sampling(1.0, 8), seed=1, batch_size=2, store=store)
+    assert len(EchoServer.bodies) == len(prompts) - sum(len(entry["replies"]) for entry in stored)
+    assert [reply.split(" (seed")[0] for reply in replies] == [f"re: {prompt}" for prompt in prompts]

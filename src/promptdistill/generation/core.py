@@ -16,7 +16,6 @@ import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -154,10 +153,14 @@ def generate_all(
     replies: list[str | None] = [None] * len(prompts)
     batches = plan_batches(backend, prompts, batch_size, seed, groups)
     side_by_side = getattr(backend, "max_concurrency", 1)
-    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress, \
-            ThreadPoolExecutor(side_by_side, thread_name_prefix="batch") if side_by_side > 1 else nullcontext() as pool:
-        for indices, texts in (pool.map(finished, batches) if pool else map(finished, batches)):
-            for i, text in zip(indices, texts):
-                replies[i] = cut_at_stop(text, sampling.stop)
-            progress.update(len(indices))
+    pool = ThreadPoolExecutor(side_by_side, thread_name_prefix="batch") if side_by_side > 1 else None
+    try:
+        with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress:
+            for indices, texts in (pool.map(finished, batches) if pool else map(finished, batches)):
+                for i, text in zip(indices, texts):
+                    replies[i] = cut_at_stop(text, sampling.stop)
+                progress.update(len(indices))
+    finally:
+        if pool:  # after an error or Ctrl-C, batches not yet begun are dropped, not awaited
+            pool.shutdown(wait=False, cancel_futures=True)
     return replies  # type: ignore[return-value]
