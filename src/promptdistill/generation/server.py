@@ -22,6 +22,7 @@ from typing import Iterator
 import openai
 
 from promptdistill.errors import UserError
+from promptdistill.files import content_key
 from promptdistill.generation.core import Sampling
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ class ServerBackend:
         with self._requests_lock:  # one pool of request threads for every batch in flight
             if self._requests is None:
                 self._requests = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="request")
-        return list(self._requests.map(lambda prompt: self._complete(prompt, sampling, seed), prompts))
+        # Each row its own seed, drawn from the batch's: one seed for all would sample one reply for all.
+        seeds = [int(content_key(seed, row), 16) % 2**31 for row in range(len(prompts))]
+        return list(self._requests.map(lambda prompt, row_seed: self._complete(prompt, sampling, row_seed),
+                                       prompts, seeds))
 
     def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
         while True:  # a server that refuses one of vLLM's fields is asked again without it
