@@ -91,3 +91,23 @@ def test_only_training_runs_on_several_processes(answered):
     launched = promptdistill("evaluate", str(two.path), processes=2)
     assert launched.returncode != 0
     assert "only `promptdistill train` runs on several processes (2 were launched)" in launched.stderr
+
+
+def test_sharded_training_is_refused_in_one_line(tokenizer, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    import promptdistill.train.loop as loop
+    from promptdistill.config import TrainConfig
+    from promptdistill.errors import UserError
+
+    from conftest import make_model
+    from test_train_data import examples
+
+    class FullyShardedAccelerator(Accelerator):  # what `accelerate launch --use_fsdp` would give on GPUs
+        distributed_type = DistributedType.FSDP
+
+    monkeypatch.setattr(loop, "Accelerator", FullyShardedAccelerator)
+    with pytest.raises(UserError, match="training under FSDP is not supported: .*launch with DDP"):
+        loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer), METHODS["sft"],
+                           TrainConfig(epochs=1), tmp_path / "out", seed=0)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from promptdistill.config import TrainConfig
+from promptdistill.errors import UserError
 from promptdistill.files import folder_in_place, process_count, write_atomic
 from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits
@@ -107,6 +108,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(split_batches=True),
                               cpu=cpu_processes())
+    if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        raise UserError(f"training under {accelerator.distributed_type.value} is not supported: checkpoints and the "
+                        "adapter are saved unsharded; launch with DDP (accelerate launch --multi_gpu)")
     if accelerator.is_main_process:
         key_file = out_dir / "resume_key"
         if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
