@@ -103,6 +103,7 @@ def test_a_server_that_dies_at_start_or_a_command_without_port_is_one_line(tmp_p
 class EchoServer(BaseHTTPRequestHandler):
     """Chat completions that echo the prompt after a short wait, counting requests in flight;
     under /flaky the first two requests get 503; under /strict vLLM's own fields get 422; under
+    /greedy the reply does not depend on the seed; under
     /lora, vLLM's runtime adapter loading (elsewhere it is missing, as on a server without it)."""
 
     lock = threading.Lock()
@@ -130,7 +131,9 @@ class EchoServer(BaseHTTPRequestHandler):
             EchoServer.in_flight -= 1
         if failing:
             return self._send(503, {"error": {"message": "overloaded"}})
-        content = f"re: {body['messages'][0]['content']} (seed {body['seed']})"
+        content = f"re: {body['messages'][0]['content']}"
+        if not self.path.startswith("/greedy"):  # a server that samples: the seed shows
+            content += f" (seed {body['seed']})"
         if body["model"].startswith("adapter-"):
             content += f" from {body['model']}"
         self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
@@ -256,3 +259,14 @@ def test_a_failed_batch_stops_the_pass_and_a_rerun_generates_only_what_is_missin
         replies = generate_all(failing, prompts, Sampling(1.0, 8), seed=1, batch_size=2, store=store)
     assert len(EchoServer.bodies) == len(prompts) - sum(len(entry["replies"]) for entry in stored)
     assert [reply.split(" (seed")[0] for reply in replies] == [f"re: {prompt}" for prompt in prompts]
+
+
+def test_a_server_that_does_not_sample_is_named(echo_server, caplog):
+    """Under /greedy the replies ignore the seed, as transformers serve's do unless the model samples."""
+    backend = ServerBackend(echo_server + "/greedy/v1", "m", api_key_env=None)
+    backend.generate_batch(["ask"] * 3 + ["other"], Sampling(1.0, 8), seed=0)
+    backend.generate_batch(["ask"] * 3, Sampling(1.0, 8), seed=1)
+    assert caplog.text.count("it does not sample") == 1 and "asked 3 times at temperature 1" in caplog.text
+    caplog.clear()
+    ServerBackend(echo_server + "/v1", "m", api_key_env=None).generate_batch(["ask"] * 3, Sampling(1.0, 8), seed=0)
+    assert "does not sample" not in caplog.text  # the echo's replies differ by seed

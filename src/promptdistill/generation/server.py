@@ -58,6 +58,7 @@ class ServerBackend:
         self._requests: ThreadPoolExecutor | None = None
         self._requests_lock = threading.Lock()
         self._refused: set[str] = set()  # vLLM's fields this server said it does not take
+        self._warned_greedy = False
 
     def __repr__(self) -> str:
         return f"ServerBackend(url={self.url!r}, model={self.model!r})"
@@ -72,8 +73,25 @@ class ServerBackend:
                 self._requests = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="request")
         # Each row its own seed, drawn from the batch's: one seed for all would sample one reply for all.
         seeds = [int(content_key(seed, row), 16) % 2**31 for row in range(len(prompts))]
-        return list(self._requests.map(lambda prompt, row_seed: self._complete(prompt, sampling, row_seed),
-                                       prompts, seeds))
+        replies = list(self._requests.map(lambda prompt, row_seed: self._complete(prompt, sampling, row_seed),
+                                          prompts, seeds))
+        if sampling.temperature > 0:
+            self._check_it_samples(prompts, replies, sampling.temperature)
+        return replies
+
+    def _check_it_samples(self, prompts: list[str], replies: list[str], temperature: float) -> None:
+        """Warn once if the same prompt, asked 3 times or more, got one reply: the server decodes
+        greedily whatever the temperature (transformers serve does, unless the model's own
+        generation config samples), and a stage that samples (questions) gets one reply for all."""
+        by_prompt: dict[str, set[str]] = {}
+        for prompt, reply in zip(prompts, replies):
+            by_prompt.setdefault(prompt, set()).add(reply)
+        asked = {prompt: prompts.count(prompt) for prompt in by_prompt}
+        if not self._warned_greedy and any(asked[p] >= 3 and len(by_prompt[p]) == 1 for p in by_prompt):
+            self._warned_greedy = True
+            log.warning("server %s gave one reply to the same prompt asked %d times at temperature %g: it does not "
+                        "sample, so sampled stages (questions, answers) get the same reply again and again",
+                        self.url, max(asked.values()), temperature)
 
     def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
         while True:  # a server that refuses one of vLLM's fields is asked again without it
