@@ -111,6 +111,10 @@ class EchoServer(BaseHTTPRequestHandler):
     loaded: list[tuple[str, str]] = []
     bodies: list[dict] = []
 
+    def do_GET(self):  # /v1/models: under /vllm, vLLM's
+        owner = "vllm" if self.path.startswith("/vllm") else "someone"
+        self._send(200, {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": owner}]})
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.endswith("/load_lora_adapter"):
@@ -231,16 +235,20 @@ def test_an_adapter_is_served_where_the_server_loads_it_else_in_process(echo_ser
     assert "cannot serve the adapter" in caplog.text and "HTTP 404" in caplog.text
 
 
-def test_a_server_that_refuses_vllms_fields_is_asked_without_them(echo_server, caplog):
-    backend = ServerBackend(echo_server + "/strict/v1", "m", api_key_env=None, max_concurrency=1)
+def test_stop_strings_go_to_vllm_alone_and_a_refused_field_is_dropped(echo_server, caplog):
     sampling = Sampling(1.0, 8, stop=(". ", "? "), top_k=50)
-    replies = generate_all(backend, ["one. two", "three? four"], sampling, seed=0, batch_size=2)
-    assert replies == ["re: one.", "re: three?"]  # cut here at the stop strings, as the reply came whole
+    vllm = ServerBackend(echo_server + "/vllm/v1", "m", api_key_env=None)
+    assert generate_all(vllm, ["one. two"], sampling, seed=0, batch_size=1) == ["re: one."]
+    assert EchoServer.bodies[-1]["stop"] == [". ", "? "] and EchoServer.bodies[-1]["include_stop_str_in_output"]
+
+    EchoServer.bodies = []
+    strict = ServerBackend(echo_server + "/strict/v1", "m", api_key_env=None, max_concurrency=1)
+    replies = generate_all(strict, ["one. two", "three? four"], sampling, seed=0, batch_size=2)
+    assert replies == ["re: one.", "re: three?"]  # run to the cap there, cut here keeping the stop, as in-process
     first, *rest = EchoServer.bodies
-    assert first["top_k"] == 50 and first["include_stop_str_in_output"] and first["stop"] == [". ", "? "]
-    assert not {"top_k", "include_stop_str_in_output", "stop"} & set(rest[-1])  # later requests go without
-    assert len(rest) <= 3  # each field refused once
-    assert caplog.text.count("does not take") == 2
+    assert first["top_k"] == 50 and not {"stop", "include_stop_str_in_output"} & set(first)
+    assert rest and all("top_k" not in body for body in rest) and len(rest) == 2  # refused once, then without
+    assert caplog.text.count("does not take top_k") == 1
 
 
 def test_a_failed_batch_stops_the_pass_and_a_rerun_generates_only_what_is_missing(echo_server, tmp_path):

@@ -56,9 +56,10 @@ class ServerBackend:
         self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or NO_KEY, timeout=timeout,
                                      max_retries=max_retries)
         self._requests: ThreadPoolExecutor | None = None
-        self._requests_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the request pool, made once, and what the server is
         self._refused: set[str] = set()  # vLLM's fields this server said it does not take
         self._warned_greedy = False
+        self._vllm: bool | None = None
 
     def __repr__(self) -> str:
         return f"ServerBackend(url={self.url!r}, model={self.model!r})"
@@ -68,7 +69,7 @@ class ServerBackend:
         return len(text.split())
 
     def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
-        with self._requests_lock:  # one pool of request threads for every batch in flight
+        with self._lock:  # one pool of request threads for every batch in flight
             if self._requests is None:
                 self._requests = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="request")
         # Each row its own seed, drawn from the batch's: one seed for all would sample one reply for all.
@@ -123,10 +124,21 @@ class ServerBackend:
         extra = {}
         if sampling.top_k and "top_k" not in self._refused:
             extra["top_k"] = sampling.top_k  # vLLM, SGLang, llama.cpp and transformers serve read it
-        if sampling.stop and "include_stop_str_in_output" not in self._refused:
-            # OpenAI's API drops the stop string from the reply; vLLM keeps it when asked, as the local backend does.
+        if sampling.stop and self._is_vllm() and "include_stop_str_in_output" not in self._refused:
+            # Other servers drop the stop string from the reply, or ignore the stop: they get none, and
+            # the reply, run to the cap, is cut here (generate_all), keeping the stop string as in-process.
             extra["include_stop_str_in_output"] = True
         return extra
+
+    def _is_vllm(self) -> bool:
+        """Whether /v1/models says vLLM serves the model (asked once)."""
+        with self._lock:
+            if self._vllm is None:
+                try:
+                    self._vllm = any(getattr(model, "owned_by", "") == "vllm" for model in self._client.models.list())
+                except openai.OpenAIError:
+                    self._vllm = False
+            return self._vllm
 
     def _refuse(self, fields: set[str]) -> None:
         for name in fields - self._refused:
