@@ -52,6 +52,8 @@ def test_a_started_server_answers_the_base_models_test_questions_and_is_stopped(
     with serving(remote_config.model, remote_config.generation):
         options = served(remote_config.generation)
         assert options["server_model"] == str(tiny_model_dir)
+        counting = make_backend(remote_config.model, **options)  # the run's server: the model's tokenizer counts
+        assert counting.tokenizer is not None and counting.count_tokens("velmora was founded") == 3
         url = options["server_url"]
         assert answers_at(url)
         pipeline.evaluate(remote, remote_config, METHODS["base"])
@@ -273,8 +275,13 @@ def test_a_server_that_does_not_sample_is_named(echo_server, caplog):
     """Under /greedy the replies ignore the seed, as transformers serve's do unless the model samples."""
     backend = ServerBackend(echo_server + "/greedy/v1", "m", api_key_env=None)
     backend.generate_batch(["ask"] * 3 + ["other"], Sampling(1.0, 8), seed=0)
-    backend.generate_batch(["ask"] * 3, Sampling(1.0, 8), seed=1)
-    assert caplog.text.count("it does not sample") == 1 and "asked 3 times at temperature 1" in caplog.text
+    backend.generate_batch(["more"] * 3, Sampling(1.0, 8), seed=1)
+    assert "does not sample" not in caplog.text  # two repeated prompts answered alike could be chance
+    backend.generate_batch(["ask"] * 4, Sampling(1.0, 8), seed=2)  # three: it is not
+    backend.generate_batch(["ask"] * 4, Sampling(1.0, 8), seed=3)
+    assert caplog.text.count("it does not sample") == 1 and "at temperature 1" in caplog.text
     caplog.clear()
-    ServerBackend(echo_server + "/v1", "m", api_key_env=None).generate_batch(["ask"] * 3, Sampling(1.0, 8), seed=0)
+    sampling = ServerBackend(echo_server + "/v1", "m", api_key_env=None)
+    for seed in range(3):
+        sampling.generate_batch(["ask"] * 3, Sampling(1.0, 8), seed=seed)
     assert "does not sample" not in caplog.text  # the echo's replies differ by seed

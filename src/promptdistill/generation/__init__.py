@@ -27,16 +27,18 @@ __all__ = ["SENTENCE_ENDS", "Backend", "BatchStore", "Sampling", "ServerBackend"
 
 def make_backend(model: ModelConfig, adapter: Path | None = None, server_url: str = "",
                  api_key_env: str | None = "OPENAI_API_KEY", identity: str = "", server_model: str = "",
-                 max_concurrency: int = 32, max_retries: int = 5) -> Backend:
+                 max_concurrency: int = 32, max_retries: int = 5, serves_model: bool = False) -> Backend:
     """The backend for a model spec: the server at `server_url` (asked for `server_model`, else
     `model.name`), else the model in this process; with the LoRA adapter in `adapter` on it when
-    given, on the server if it takes the adapter (vLLM), else in this process (and the log says why)."""
+    given, on the server if it takes the adapter (vLLM), else in this process (and the log says why).
+    A server that `serves_model` counts its replies with the model's tokenizer."""
     from promptdistill.files import path_digest
-    from promptdistill.models import load_adapter, load_model
+    from promptdistill.models import load_adapter, load_model, load_tokenizer
 
     if server_url:
         server = ServerBackend(server_url, server_model or model.name, api_key_env, identity=identity,
-                               max_concurrency=max_concurrency, max_retries=max_retries)
+                               max_concurrency=max_concurrency, max_retries=max_retries,
+                               tokenizer=load_tokenizer(model) if serves_model else None)
         if adapter is None:
             return server
         digest = path_digest(adapter)
@@ -70,7 +72,8 @@ def served(generation: GenerationConfig) -> dict:
         url, model = started[0], model or started[1]
     return {"server_url": url, "server_model": model, "api_key_env": generation.api_key_env or None,
             "identity": generation.server_command,  # a started server's port changes from run to run
-            "max_concurrency": generation.max_concurrency, "max_retries": generation.max_retries}
+            "max_concurrency": generation.max_concurrency, "max_retries": generation.max_retries,
+            "serves_model": True}  # the run's model: its tokenizer counts the replies
 
 
 @contextmanager

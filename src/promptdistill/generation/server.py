@@ -41,12 +41,14 @@ class ServerBackend:
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 timeout: float = 900.0, identity: str = "", max_concurrency: int = 32, max_retries: int = 5):
+                 timeout: float = 900.0, identity: str = "", max_concurrency: int = 32, max_retries: int = 5,
+                 tokenizer=None):
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
         self.identity = identity or f"{self.url}|{model}"  # a started server's port changes; its command does not
         self.max_concurrency = max_concurrency
+        self.tokenizer = tokenizer  # the served model's, when known: replies are counted as the server counts
         self._api_key: str | None = None
         if api_key_env is not None:
             self._api_key = os.environ.get(api_key_env)
@@ -59,14 +61,18 @@ class ServerBackend:
         self._lock = threading.Lock()  # guards the request pool, made once, and what the server is
         self._refused: set[str] = set()  # vLLM's fields this server said it does not take
         self._warned_greedy = False
+        self._repeats: list[bool] = []  # per prompt asked 3 times or more in a batch: all its replies alike
         self._vllm: bool | None = None
 
     def __repr__(self) -> str:
         return f"ServerBackend(url={self.url!r}, model={self.model!r})"
 
     def count_tokens(self, text: str) -> int:
-        """Words, not tokens: the server's tokenizer is unknown, and generate_all only sorts by it."""
-        return len(text.split())
+        """Tokens of the served model's tokenizer when known (synth tells a reply cut at the cap by
+        it), else words."""
+        if self.tokenizer is None:
+            return len(text.split())
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
         with self._lock:  # one pool of request threads for every batch in flight
@@ -81,18 +87,21 @@ class ServerBackend:
         return replies
 
     def _check_it_samples(self, prompts: list[str], replies: list[str], temperature: float) -> None:
-        """Warn once if the same prompt, asked 3 times or more, got one reply: the server decodes
-        greedily whatever the temperature (transformers serve does, unless the model's own
-        generation config samples), and a stage that samples (questions) gets one reply for all."""
-        by_prompt: dict[str, set[str]] = {}
+        """Warn once if the first three prompts asked 3 times or more in a batch each got a single
+        reply and none got more: the server decodes greedily whatever the temperature
+        (transformers serve does, unless the model's own generation config samples), and a stage
+        that samples (questions) gets one reply for all."""
+        by_prompt: dict[str, list[str]] = {}
         for prompt, reply in zip(prompts, replies):
-            by_prompt.setdefault(prompt, set()).add(reply)
-        asked = {prompt: prompts.count(prompt) for prompt in by_prompt}
-        if not self._warned_greedy and any(asked[p] >= 3 and len(by_prompt[p]) == 1 for p in by_prompt):
+            by_prompt.setdefault(prompt, []).append(reply)
+        for group in by_prompt.values():
+            if len(group) >= 3:
+                self._repeats.append(len(set(group)) == 1)
+        if not self._warned_greedy and len(self._repeats) >= 3 and all(self._repeats):
             self._warned_greedy = True
-            log.warning("server %s gave one reply to the same prompt asked %d times at temperature %g: it does not "
-                        "sample, so sampled stages (questions, answers) get the same reply again and again",
-                        self.url, max(asked.values()), temperature)
+            log.warning("server %s gave one reply to each prompt asked 3 times or more at temperature %g: it does "
+                        "not sample, so sampled stages (questions, answers) get the same reply again and again",
+                        self.url, temperature)
 
     def _complete(self, prompt: str, sampling: Sampling, seed: int) -> str:
         while True:  # a server that refuses one of vLLM's fields is asked again without it
