@@ -41,7 +41,7 @@ def test_tempered_targets_by_hand():
     torch.testing.assert_close(tempered.logprobs, torch.tensor([[math.log(math.sqrt(0.5) / z),
                                                                  math.log(math.sqrt(0.3) / z)]]))
     torch.testing.assert_close(tempered.tail_mass, torch.tensor([tail / z]))
-    with pytest.raises(ValueError, match="fewer than the 5 asked for"):
+    with pytest.raises(UserError, match="the server gave 3 log-probabilities at an answer position, fewer than the 5"):
         tempered_targets(entries, [9], top_k=5, temperature=1.0, vocab_size=10)
 
 

@@ -285,7 +285,7 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
           overrides: list[str] = SetOption) -> None:
     """Train the LoRA student (pd: distillation from the teacher; sft: cross-entropy).
 
-    Also on several processes: `accelerate launch --num_processes N -m promptdistill train RUN`.
+    Also on several processes: `accelerate launch --multi_gpu --num_processes N -m promptdistill train RUN`.
     """
     from promptdistill import pipeline
     from promptdistill.files import is_main_process

@@ -29,8 +29,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from promptdistill.models import answer_logits
+from promptdistill.errors import UserError
 from promptdistill.files import write_atomic
+from promptdistill.models import answer_logits
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def tempered_targets(entries: list[dict[int, float]], answer_ids: list[int], top
     token_ids, logprobs, tail_mass = [], [], []
     for entry in entries:
         if len(entry) < top_k:
-            raise ValueError(f"{len(entry)} log-probabilities at an answer position, fewer than the {top_k} asked for")
+            raise UserError(f"the server gave {len(entry)} log-probabilities at an answer position, fewer than "
+                            f"the {top_k} asked for (train.teacher_top_k)")
         kept = sorted(entry.items(), key=lambda item: -item[1])[:top_k]  # vLLM adds the actual token past the top k
         raw = torch.tensor([logprob for _, logprob in kept], dtype=torch.float64)
         mass = (1 - raw.exp().sum()).clamp(min=0)
@@ -234,7 +236,7 @@ def build_teacher_cache_from_server(backend, inputs: list[TeacherInput], top_k: 
         if entries is None:
             return None
         if len(entries) != len(token_ids):
-            raise ValueError(f"the server scored {len(entries)} positions of a {len(token_ids)}-token prompt")
+            raise UserError(f"the server scored {len(entries)} positions of a {len(token_ids)}-token prompt")
         return tempered_targets(entries[len(token_ids) - len(item.answer_ids):], item.answer_ids, top_k, temperature,
                                 vocab_size)
 
