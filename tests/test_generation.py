@@ -181,3 +181,26 @@ def test_top_k_one_samples_the_greedy_reply_and_no_cut_samples_others(tokenizer,
     greedy = backend.generate_batch(prompts, Sampling(0.0, 6), seed=0)
     assert backend.generate_batch(prompts, Sampling(1.0, 6, top_k=1), seed=3) == greedy
     assert backend.generate_batch(prompts, Sampling(1.0, 6, top_k=0), seed=3) != greedy
+
+
+def test_side_by_side_keeps_the_order_and_drops_what_has_not_begun_after_an_error():
+    import threading
+    import time
+
+    from promptdistill.generation.core import side_by_side
+
+    assert list(side_by_side(lambda n: n * n, list(range(20)), 3)) == [n * n for n in range(20)]
+    started, lock = [], threading.Lock()
+
+    def work(n):
+        with lock:
+            started.append(n)
+        time.sleep(0.02)
+        if n == 3:
+            raise RuntimeError("the server went away")
+        return n
+
+    with pytest.raises(RuntimeError, match="went away"):
+        list(side_by_side(work, list(range(200)), 4))
+    time.sleep(0.3)  # what had begun finishes; nothing more starts
+    assert len(started) < 20

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from promptdistill.errors import UserError
 from promptdistill.files import write_atomic
+from promptdistill.generation.core import side_by_side
 from promptdistill.models import answer_logits
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,7 @@ def build_teacher_cache_from_server(backend, inputs: list[TeacherInput], top_k: 
     if scored(inputs[0]) is None:  # asked once before the rest
         log.info("teacher: the server gives no prompt log-probabilities with token ids; the cache is computed here")
         return False
-    with ThreadPoolExecutor(backend.max_concurrency) as pool:
-        targets = list(tqdm(pool.map(scored, inputs), total=len(inputs), desc="teacher cache (server)",
-                            unit="answer", leave=False))
+    targets = list(tqdm(side_by_side(scored, inputs, backend.max_concurrency), total=len(inputs),
+                        desc="teacher cache (server)", unit="answer", leave=False))
     write_teacher_cache(out_dir, [item.key for item in inputs], targets, settings)
     return True

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -33,6 +33,9 @@ class Sampling:
     stop: tuple[str, ...] = ()  # a reply ends at the first of these (kept in it), or at the cap
     top_k: int = 0  # sample among the k likeliest tokens only; 0: no such cut
 
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 SENTENCE_ENDS = (". ", ".\n", "! ", "!\n", "? ", "?\n")  # a reply's first sentence is over
 
@@ -152,15 +155,22 @@ def generate_all(
 
     replies: list[str | None] = [None] * len(prompts)
     batches = plan_batches(backend, prompts, batch_size, seed, groups)
-    side_by_side = getattr(backend, "max_concurrency", 1)
-    pool = ThreadPoolExecutor(side_by_side, thread_name_prefix="batch") if side_by_side > 1 else None
-    try:
-        with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress:
-            for indices, texts in (pool.map(finished, batches) if pool else map(finished, batches)):
-                for i, text in zip(indices, texts):
-                    replies[i] = cut_at_stop(text, sampling.stop)
-                progress.update(len(indices))
-    finally:
-        if pool:  # after an error or Ctrl-C, batches not yet begun are dropped, not awaited
-            pool.shutdown(wait=False, cancel_futures=True)
+    with tqdm(total=len(prompts), desc=description, unit="prompt", leave=False, disable=not description) as progress:
+        for indices, texts in side_by_side(finished, batches, getattr(backend, "max_concurrency", 1)):
+            for i, text in zip(indices, texts):
+                replies[i] = cut_at_stop(text, sampling.stop)
+            progress.update(len(indices))
     return replies  # type: ignore[return-value]
+
+
+def side_by_side(function: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """function(item) for each item, in order, `workers` at a time on threads (1: in this thread).
+    After an error or Ctrl-C the items not yet begun are dropped, not awaited."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield from pool.map(function, items)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
