@@ -4,6 +4,7 @@ with the same global batch: the same adapter within float tolerance, one set of 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -22,9 +23,12 @@ from test_pipeline import scripted_backend, settings, write_inputs
 def promptdistill(*arguments: str, processes: int = 1) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "promptdistill"]
     if processes > 1:
+        with socket.socket() as probe:  # a free port for the processes to meet on, not the default 29500
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    "-m", "promptdistill"]
+                    "--main_process_port", str(port), "-m", "promptdistill"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}  # log lines unwrapped
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         environment.pop(name, None)
