@@ -20,8 +20,8 @@ from promptdistill.config import resolve_config
 from promptdistill.errors import UserError
 from promptdistill.config import ModelConfig
 from promptdistill.files import path_digest
-from promptdistill.generation import (BatchStore, Sampling, ServerBackend, TransformersBackend, generate_all,
-                                      make_backend, served, serving)
+from promptdistill.generation import (BatchStore, Sampling, ServerBackend, TransformersBackend, cut_at_stop,
+                                      generate_all, make_backend, served, serving)
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 
@@ -38,7 +38,9 @@ def answers_at(url: str) -> bool:
 
 def config_for(model_dir, *more):
     return resolve_config(None, [f"model.name={model_dir}", "model.dtype=float32", "methods=base",
-                                 "corpus.passage_tokens=12", "eval.max_answer_tokens=4", *more])
+                                 "corpus.passage_tokens=12", "eval.max_answer_tokens=4", "synth.top_k=1",
+                                 "synth.question_style=single", "synth.questions_per_passage=2",
+                                 "synth.max_attempts=1", "synth.max_question_tokens=6", *more])
 
 
 def test_a_started_server_answers_the_base_models_test_questions_and_is_stopped(tmp_path, tiny_model_dir):
@@ -49,7 +51,11 @@ def test_a_started_server_answers_the_base_models_test_questions_and_is_stopped(
     for run, config in ((local, local_config), (remote, remote_config)):
         pipeline.prepare(run, config, docs, tests)
     pipeline.evaluate(local, local_config, METHODS["base"])
+    with pytest.raises(UserError, match="no usable question"):  # a random model writes none; its replies are kept
+        pipeline.questions(local, local_config)
     with serving(remote_config.model, remote_config.generation):
+        with pytest.raises(UserError, match="no usable question"):
+            pipeline.questions(remote, remote_config)
         options = served(remote_config.generation)
         assert options["server_model"] == str(tiny_model_dir)
         counting = make_backend(remote_config.model, **options)  # the run's server: the model's tokenizer counts
@@ -60,6 +66,9 @@ def test_a_started_server_answers_the_base_models_test_questions_and_is_stopped(
     assert not answers_at(url)  # stopped with the block
     replies = [[json.loads(line)["reply"] for line in run.eval("base").read_text().splitlines()] for run in (local, remote)]
     assert replies[1] == replies[0]  # greedy, float32: the server answers as the process does
+    written = [sorted(cut_at_stop(reply, ("?",)) for line in run.batches("questions").read_text().splitlines()
+                      for reply in json.loads(line)["replies"]) for run in (local, remote)]
+    assert written[0] and written[1] == written[0]  # question writing too (top_k=1: greedy in both)
     batches = remote.batches("evaluate-base").read_text()
     assert "127.0.0.1" not in batches and str(tiny_model_dir) not in json.loads(batches.splitlines()[0])["key"]
 
