@@ -205,3 +205,18 @@ def test_a_full_or_read_only_disk_is_one_line(prepared_run, monkeypatch, capsys,
     assert code == 2
     assert says in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_a_gguf_file_has_one_converted_copy_wherever_it_is_installed(tmp_path, monkeypatch):
+    from promptdistill.models import _gguf_cache_dir
+
+    monkeypatch.setenv("PROMPTDISTILL_CACHE", str(tmp_path / "cache"))
+    content = b"GGUF" + bytes(range(256)) * 20_000  # 5 MB: head and tail are read, the middle not
+    places = [tmp_path / "venv-a", tmp_path / "venv-b", tmp_path / "other"]
+    for place, data in zip(places, [content, content, content[:-1] + b"!"]):
+        place.mkdir()
+        (place / "model.Q4.gguf").write_bytes(data)
+    copies = [_gguf_cache_dir(str(place), "model.Q4.gguf") for place in places]
+    assert copies[0] == copies[1]  # a second install of the same file reuses its copy
+    assert copies[2] != copies[0] and copies[0].parent == tmp_path / "cache" / "models"
+    assert copies[0].name.startswith("model.Q4-")

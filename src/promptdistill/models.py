@@ -85,10 +85,17 @@ def resolve_model_source(name: str) -> tuple[str, str | None]:
 
 
 def _gguf_cache_dir(folder: str, gguf_file: str) -> Path:
-    stat = (Path(folder) / gguf_file).stat()
-    fingerprint = f"{Path(folder).resolve() / gguf_file}:{stat.st_size}:{stat.st_mtime_ns}"
-    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-    return cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}"
+    """Where a GGUF file's converted copy lives, named by the file's content (its size and its
+    first and last MiB, read in milliseconds even for a large model), not its path: every
+    install of the same file, a new clone's venv too, shares one copy."""
+    path = Path(folder) / gguf_file
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as file:
+        digest.update(file.read(1 << 20))
+        file.seek(max(0, size - (1 << 20)))
+        digest.update(file.read(1 << 20))
+    return cache_root() / "models" / f"{path.stem}-{digest.hexdigest()[:12]}"
 
 
 def _convert_gguf(folder: str, gguf_file: str, target: Path) -> None:
