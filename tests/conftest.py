@@ -1,6 +1,13 @@
-"""Fixtures: a tiny random chat model built from a config, so unit tests run in seconds."""
+"""Fixtures: a tiny random chat model built from a config, so unit tests run in seconds; and
+fake HTTP servers that stand in for generation servers."""
 
 from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import pytest
 import torch
@@ -59,3 +66,33 @@ def tiny_model_dir(tmp_path, tokenizer):
     make_model(len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class FakeServer(BaseHTTPRequestHandler):
+    """The handler of a fake server: `reply` sends JSON (or a text), and nothing is logged."""
+
+    def reply(self, status: int, payload: dict | str) -> None:
+        text = isinstance(payload, str)
+        data = (payload if text else json.dumps(payload)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass  # keep test output quiet
+
+
+@contextmanager
+def serving_in_thread(handler: type[FakeServer]) -> Iterator[str]:
+    """`handler` on a free local port, on a thread, for the block's length; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

@@ -1,14 +1,14 @@
 import json
 import socket
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from promptdistill.errors import UserError
 from promptdistill.generation import Sampling, ServerBackend, TransformersBackend
 from promptdistill.judge import agreement, judge_all, judge_prompt, parse_verdict
+
+from conftest import FakeServer, serving_in_thread
 
 SECRET = "sk-test-0123456789-secret"
 RECORDS = [
@@ -120,7 +120,7 @@ def test_agreement_counts_a_hand_made_case():
         agreement([True], [1.0, 0.0])
 
 
-class ChatCompletionsHandler(BaseHTTPRequestHandler):
+class ChatCompletionsHandler(FakeServer):
     """A tiny OpenAI-compatible server: canned judgements; under /denied, a 401 echoing the key."""
 
     requests: list[dict] = []
@@ -130,38 +130,22 @@ class ChatCompletionsHandler(BaseHTTPRequestHandler):
         self.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"),
                               "body": body})
         if self.path.startswith("/denied"):
-            self._send(401, {"error": {"message": f"Incorrect API key: {self.headers.get('Authorization')}"}})
+            self.reply(401, {"error": {"message": f"Incorrect API key: {self.headers.get('Authorization')}"}})
         elif self.path.startswith("/echo"):  # a 200 that is no completion, echoing the request's headers
-            self._send(200, {"headers": dict(self.headers)})
+            self.reply(200, {"headers": dict(self.headers)})
         else:
             content = canned_judgement(body["messages"][0]["content"])
-            self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+            self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                           "finish_reason": "stop"}]})
 
-    def _send(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, *args):
-        pass  # keep test output quiet
 
 
 @pytest.fixture
 def server():
     ChatCompletionsHandler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ChatCompletionsHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", ChatCompletionsHandler.requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serving_in_thread(ChatCompletionsHandler) as url:
+        yield url, ChatCompletionsHandler.requests
 
 
 def test_openai_backend_judges_through_a_chat_completions_server(server, monkeypatch):

@@ -7,18 +7,16 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import make_model
+from conftest import FakeServer, make_model, serving_in_thread
 from peft import LoraConfig, get_peft_model
 from test_pipeline import write_inputs
 
 from promptdistill import pipeline
-from promptdistill.config import resolve_config
+from promptdistill.config import ModelConfig, resolve_config
 from promptdistill.errors import UserError
-from promptdistill.config import ModelConfig
 from promptdistill.files import path_digest
 from promptdistill.generation import (BatchStore, Sampling, ServerBackend, TransformersBackend, cut_at_stop,
                                       generate_all, make_backend, served, serving)
@@ -79,8 +77,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b'{"data": []}')
-    def log_message(self, *args):
-        pass
 HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 
@@ -111,7 +107,7 @@ def test_a_server_that_dies_at_start_or_a_command_without_port_is_one_line(tmp_p
             pass
 
 
-class EchoServer(BaseHTTPRequestHandler):
+class EchoServer(FakeServer):
     """Chat completions that echo the prompt after a short wait, counting requests in flight;
     under /flaky the first two requests get 503; under /strict vLLM's own fields get 422; under
     /greedy the reply does not depend on the seed; under
@@ -124,7 +120,7 @@ class EchoServer(BaseHTTPRequestHandler):
 
     def do_GET(self):  # /v1/models: under /vllm, vLLM's
         owner = "vllm" if self.path.startswith("/vllm") else "someone"
-        self._send(200, {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": owner}]})
+        self.reply(200, {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": owner}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -132,10 +128,10 @@ class EchoServer(BaseHTTPRequestHandler):
             return self._load_adapter(body)
         EchoServer.bodies.append(body)
         if "broken" in body["messages"][0]["content"]:
-            return self._send(500, {"error": {"message": "the engine died"}})
+            return self.reply(500, {"error": {"message": "the engine died"}})
         unexpected = {"top_k", "include_stop_str_in_output"} & set(body)
         if self.path.startswith("/strict") and unexpected:  # as transformers serve answers
-            return self._send(422, {"detail": f"Unexpected fields in the request: {unexpected}"})
+            return self.reply(422, {"detail": f"Unexpected fields in the request: {unexpected}"})
         with self.lock:
             EchoServer.requests += 1
             failing = self.path.startswith("/flaky") and EchoServer.requests <= 2
@@ -145,40 +141,26 @@ class EchoServer(BaseHTTPRequestHandler):
         with self.lock:
             EchoServer.in_flight -= 1
         if failing:
-            return self._send(503, {"error": {"message": "overloaded"}})
+            return self.reply(503, {"error": {"message": "overloaded"}})
         content = f"re: {body['messages'][0]['content']}"
         if not self.path.startswith("/greedy"):  # a server that samples: the seed shows
             content += f" (seed {body['seed']})"
         if body["model"].startswith("adapter-"):
             content += f" from {body['model']}"
-        self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+        self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                       "finish_reason": "stop"}]})
 
     def _load_adapter(self, body: dict):
         """As vLLM answers: plain text on success, 400 for a name loaded before; FastAPI's 404 without it."""
         if not self.path.startswith("/lora"):
-            return self._send(404, {"detail": "Not Found"})
+            return self.reply(404, {"detail": "Not Found"})
         if any(name == body["lora_name"] for name, _ in EchoServer.loaded):
-            return self._send(400, {"object": "error", "type": "InvalidUserInput", "code": 400,
+            return self.reply(400, {"object": "error", "type": "InvalidUserInput", "code": 400,
                                     "message": f"The lora adapter '{body['lora_name']}' has already been loaded."})
         EchoServer.loaded.append((body["lora_name"], body["lora_path"]))
-        data = f"Success: LoRA adapter '{body['lora_name']}' added successfully.".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(200, f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
 
-    def _send(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -186,15 +168,8 @@ def echo_server():
     EchoServer.in_flight = EchoServer.peak = EchoServer.requests = 0
     EchoServer.loaded = []
     EchoServer.bodies = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serving_in_thread(EchoServer) as url:
+        yield url
 
 
 def test_requests_go_out_side_by_side_across_batches_up_to_the_bound(echo_server, tmp_path):

@@ -5,8 +5,6 @@ import dataclasses
 import json
 import math
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -21,6 +19,7 @@ from promptdistill.models import load_model
 from promptdistill.rundir import RunDir
 from promptdistill.teacher import TeacherCache, tempered_targets
 
+from conftest import FakeServer, serving_in_thread
 from test_pipeline import scripted_backend, settings, write_inputs
 
 TOP_K = 5
@@ -45,7 +44,7 @@ def test_tempered_targets_by_hand():
         tempered_targets(entries, [9], top_k=5, temperature=1.0, vocab_size=10)
 
 
-class FakeVLLM(BaseHTTPRequestHandler):
+class FakeVLLM(FakeServer):
     """/v1/completions with vLLM's prompt_logprobs, scored by a real model: entry 0 null, then
     the top k plus the actual token, keyed by token id. Under /plain the field is missing, as
     from a server that ignores it."""
@@ -57,22 +56,15 @@ class FakeVLLM(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeVLLM.asked.append(body)
         if body["prompt_logprobs"] > 20:  # vLLM's --max-logprobs, 20 by default
-            return self._send(400, {"object": "error", "type": "BadRequestError", "code": 400, "message":
+            return self.reply(400, {"object": "error", "type": "BadRequestError", "code": 400, "message":
                                     f"Requested prompt logprobs of {body['prompt_logprobs']}, which is greater "
                                     "than max allowed: 20"})
         choice = {"index": 0, "text": "x", "finish_reason": "length", "logprobs": None}
         if not self.path.startswith("/plain"):
             choice["prompt_logprobs"] = self._prompt_logprobs(body["prompt"], body["prompt_logprobs"])
-        self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+        self.reply(200, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
                          "choices": [choice]})
 
-    def _send(self, status: int, payload: dict):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _prompt_logprobs(self, token_ids: list[int], k: int) -> list:
         with torch.no_grad():
@@ -88,23 +80,14 @@ class FakeVLLM(BaseHTTPRequestHandler):
             entries.append(entry)
         return entries
 
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def fake_vllm(tiny_model_dir):
     FakeVLLM.model = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32"))[0]
     FakeVLLM.asked = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeVLLM)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serving_in_thread(FakeVLLM) as url:
+        yield url
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
