@@ -18,7 +18,7 @@ import json
 from functools import partial
 from pathlib import Path
 
-from train_levers import paired, parse_arguments, run_variant, score, variant_dir
+from train_levers import paired, paired_text, parse_arguments, run_variant, score, variant_dir
 
 from promptdistill import pipeline, report, retention
 from promptdistill.methods import METHODS
@@ -61,7 +61,6 @@ def main() -> None:
         results[str(source)] = {"questions": len(reference["records"][method_names[0]]),
                                 "general_questions_known": known["known"], "variants": rows}
 
-    interval = lambda d: f"{d['difference']:+.0f} [{d['interval'][0]:+.0f}, {d['interval'][1]:+.0f}]"  # noqa: E731
     for source, result in results.items():
         print(f"\n{source}: {result['questions']} test questions, {result['general_questions_known']} general "
               "questions the base model knows; paired differences against the first variant, in points")
@@ -72,9 +71,9 @@ def main() -> None:
                 cell = row[method]
                 contains, (kept, kept_interval), (drift, drift_interval) = cell["contains"], cell["retention"], cell["drift"]
                 print(f"| {name} | {method} | {contains['contains']:.0f} [{contains['interval'][0]:.0f}, "
-                      f"{contains['interval'][1]:.0f}] | {interval(cell['contains - reference'])} | "
+                      f"{contains['interval'][1]:.0f}] | {paired_text(cell['contains - reference'])} | "
                       f"{kept:.0f} [{kept_interval[0]:.0f}, {kept_interval[1]:.0f}] | "
-                      f"{interval(cell['retention - reference'])} | {drift:.3f} [{drift_interval[0]:.3f}, "
+                      f"{paired_text(cell['retention - reference'])} | {drift:.3f} [{drift_interval[0]:.3f}, "
                       f"{drift_interval[1]:.3f}] | {cell['train_seconds']:.0f} | {cell['train_time_ratio']:.2f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -36,6 +36,12 @@ def paired(first: list[dict], second: list[dict]) -> dict:
     return {"difference": sum(differences) / len(differences), "interval": [low, high]}
 
 
+def paired_text(difference: dict) -> str:
+    """A `paired` difference as "+4 [-2, +10]"."""
+    low, high = difference["interval"]
+    return f"{difference['difference']:+.0f} [{low:+.0f}, {high:+.0f}]"
+
+
 def score(records: list[dict]) -> dict:
     values = [100 * record["contains"] for record in records]
     low, high = bootstrap_interval(values)
@@ -109,10 +115,9 @@ def main() -> None:
             for method in method_names:
                 low, high = row[method]["interval"]
                 change = row[f"{method} - reference"]
-                cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]",
-                          f"{change['difference']:+.0f} [{change['interval'][0]:+.0f}, {change['interval'][1]:+.0f}]"]
+                cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]", paired_text(change)]
             gap = row.get("pd - sft")
-            gap_text = f"{gap['difference']:+.0f} [{gap['interval'][0]:+.0f}, {gap['interval'][1]:+.0f}]" if gap else "-"
+            gap_text = paired_text(gap) if gap else "-"
             print(f"| {name} | " + " | ".join(cells) +
                   f" | {gap_text} | {sum(row['train_seconds'].values()):.0f} | {row['train_time_ratio']:.2f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
