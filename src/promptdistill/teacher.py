@@ -84,23 +84,22 @@ def tempered_targets(entries: list[dict[int, float]], answer_ids: list[int], top
     geometric mean: exact at T=1, and at T=2 on the built-in model's demo answers within 0.04 of
     the exact tail mass (docs/teacher-cache.md).
     """
-    token_ids, logprobs, tail_mass = [], [], []
     for entry in entries:
         if len(entry) < top_k:
             raise UserError(f"the server gave {len(entry)} log-probabilities at an answer position, fewer than "
                             f"the {top_k} asked for (train.teacher_top_k)")
-        kept = sorted(entry.items(), key=lambda item: -item[1])[:top_k]  # vLLM adds the actual token past the top k
-        raw = torch.tensor([logprob for _, logprob in kept], dtype=torch.float64)
-        mass = (1 - raw.exp().sum()).clamp(min=0)
-        thick = mass * raw.min().exp() ** (1 / temperature - 1)
-        thin = (vocab_size - top_k) ** (1 - 1 / temperature) * mass ** (1 / temperature)
-        tail_weight = (thick * thin).sqrt()
-        log_z = torch.logsumexp(torch.cat([raw / temperature, tail_weight.log().reshape(1)]), dim=0)
-        token_ids.append([token for token, _ in kept])
-        logprobs.append(raw / temperature - log_z)
-        tail_mass.append((tail_weight.log() - log_z).exp())
-    return TeacherTargets(torch.tensor(answer_ids), torch.tensor(token_ids, dtype=torch.int32),
-                          torch.stack(logprobs).float(), torch.stack(tail_mass).float())
+    # vLLM adds the actual token past the top k: each position keeps its k likeliest.
+    kept = [sorted(entry.items(), key=lambda item: -item[1])[:top_k] for entry in entries]
+    raw = torch.tensor([[logprob for _, logprob in row] for row in kept], dtype=torch.float64)  # [n, k]
+    mass = (1 - raw.exp().sum(-1)).clamp(min=0)
+    thick = mass * raw.min(-1).values.exp() ** (1 / temperature - 1)
+    thin = (vocab_size - top_k) ** (1 - 1 / temperature) * mass ** (1 / temperature)
+    tail_weight = (thick * thin).sqrt()
+    log_z = torch.logsumexp(torch.cat([raw / temperature, tail_weight.log()[:, None]], dim=-1), dim=-1)
+    token_ids = torch.tensor([[token for token, _ in row] for row in kept], dtype=torch.int32)
+    logprobs = raw / temperature - log_z[:, None]
+    tail_mass = (tail_weight.log() - log_z).exp()
+    return TeacherTargets(torch.tensor(answer_ids), token_ids, logprobs.float(), tail_mass.float())
 
 
 @torch.no_grad()
@@ -240,10 +239,11 @@ def build_teacher_cache_from_server(backend, inputs: list[TeacherInput], top_k: 
         return tempered_targets(entries[len(token_ids) - len(item.answer_ids):], item.answer_ids, top_k, temperature,
                                 vocab_size)
 
-    if scored(inputs[0]) is None:  # asked once before the rest
+    first = scored(inputs[0])  # asked alone before the rest
+    if first is None:
         log.info("teacher: the server gives no prompt log-probabilities with token ids; the cache is computed here")
         return False
-    targets = list(tqdm(side_by_side(scored, inputs, backend.max_concurrency), total=len(inputs),
-                        desc="teacher cache (server)", unit="answer", leave=False))
+    targets = [first] + list(tqdm(side_by_side(scored, inputs[1:], backend.max_concurrency), total=len(inputs) - 1,
+                                  desc="teacher cache (server)", unit="answer", leave=False))
     write_teacher_cache(out_dir, [item.key for item in inputs], targets, settings)
     return True
