@@ -6,7 +6,10 @@ Reuses the passages, questions and answers of a finished run. Each variant runs 
 process (a clean peak-memory reading) and is compared with the first variant of its kind:
   answer   the expert answering questions open-book at T=0.7 (64-token cap): model dtype,
            batch size, and ending each answer at its first sentence instead of the cap
-  train    one sft epoch (cross-entropy, LoRA): model dtype float32 against bfloat16
+  draw     the same answers in bfloat16, batches of 32, drawn by transformers' sampler or by
+           promptdistill's own (generation/local.NucleusDraw)
+  train    one sft epoch (cross-entropy, LoRA): model dtype float32 against bfloat16, each
+           without autocast (mixed=none) and bfloat16 with train.mixed_precision=auto
   teacher  the cached teacher's pass over pd answers: float32 against bfloat16
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
 Prints seconds, throughput and peak memory with ratios to the first variant of each kind, and
@@ -29,8 +32,11 @@ VARIANTS = [
     ("answer", {"dtype": "float32", "batch": 32, "stop": False}),
     ("answer", {"dtype": "float32", "batch": 8, "stop": True}),
     ("answer", {"dtype": "bfloat16", "batch": 32, "stop": True}),
-    ("train", {"dtype": "float32"}),
-    ("train", {"dtype": "bfloat16"}),
+    ("draw", {"draw": "transformers"}),
+    ("draw", {"draw": "own"}),
+    ("train", {"dtype": "float32", "mixed": "none"}),
+    ("train", {"dtype": "bfloat16", "mixed": "none"}),
+    ("train", {"dtype": "bfloat16", "mixed": "auto"}),
     ("teacher", {"dtype": "float32"}),
     ("teacher", {"dtype": "bfloat16"}),
     ("rag", {"k": 7}),
@@ -53,11 +59,14 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
 
     run = RunDir(run_path)
     config = run.load_config()
+    if kind == "draw":
+        options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
     model = ModelConfig(config.model.name, options.get("dtype", "float32"))
     started = time.time()
     result: dict = {}
-    if kind == "answer":
+    if kind in ("answer", "draw"):
         backend = make_backend(model)
+        backend.own_draw = options.get("draw", "own") == "own"
         passages = {p.id: p for p in run.load_passages()}
         questions = read_jsonl(run.questions)[:answers]
         prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
@@ -68,9 +77,10 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
         result["tokens"] = sum(backend.count_tokens(reply) for reply in replies)
         result["items"] = len(replies)
     elif kind in ("train", "teacher"):
-        from promptdistill.models import load_model
+        from promptdistill.models import default_device, load_model, training_precision
 
-        loaded, tokenizer = load_model(model)
+        weights, mixed = training_precision(model, options.get("mixed", "none"), default_device())
+        loaded, tokenizer = load_model(model, dtype=weights if kind == "train" else None)
         method = METHODS["sft" if kind == "train" else "pd"]
         examples = pipeline.training_examples(run, tokenizer, method)[:train_examples]
         with tempfile.TemporaryDirectory() as scratch:
@@ -79,7 +89,8 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                 from promptdistill.train.loop import train_adapter
 
                 train_config = dataclasses.replace(config.train, epochs=1)
-                train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0)
+                train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0,
+                              mixed_precision=mixed)
             else:
                 from promptdistill.teacher import TeacherInput, build_teacher_cache
 
@@ -115,7 +126,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,train,teacher,rag", help="which kinds of variant to run")
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,rag", help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()

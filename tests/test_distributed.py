@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from promptdistill import pipeline, retention
+from promptdistill.files import read_jsonl, write_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 
@@ -38,10 +39,13 @@ def promptdistill(*arguments: str, processes: int = 1) -> subprocess.CompletedPr
 @pytest.fixture
 def answered(tmp_path, tiny_model_dir, monkeypatch):
     """A run with questions, answers and replay replies written (by the scripted expert): what
-    `promptdistill train` reads. pd's teacher is online, so DDP runs the adapter-off forward."""
+    `promptdistill train` reads. pd's teacher is online, so DDP runs the adapter-off forward.
+    In float32: bfloat16 products round differently for other batch shapes, and training carries
+    that beyond the tolerance."""
     monkeypatch.setattr(pipeline, "make_backend", scripted_backend)
     docs, tests = write_inputs(tmp_path)
-    config = settings(tiny_model_dir, "methods=sft,pd", "train.teacher=online", "train.lora_dropout=0",
+    config = settings(tiny_model_dir, "methods=sft,pd", "model.dtype=float32", "train.teacher=online",
+                      "train.lora_dropout=0",
                       "train.batch_size=4", "train.loss_reduction=sequence", "synth.questions_per_passage=4",
                       "train.replay=self", "train.replay_weight=0.5", "train.keep_checkpoints=all")
     run = RunDir(tmp_path / "one")
@@ -49,6 +53,11 @@ def answered(tmp_path, tiny_model_dir, monkeypatch):
     pipeline.questions(run, config)
     for name in ("sft", "pd"):
         pipeline.answers(run, config, METHODS[name])
+    # Questions that open alike, so the student's rows share a prefix that each process reads once
+    # for its own rows (a second forward through the DDP wrapper before the backward).
+    opening = "velmora was founded in 1623 by tobin quarrel . " * 2
+    write_jsonl(run.questions, [{**question, "question": opening + question["question"]}
+                                for question in read_jsonl(run.questions)])
     retention.replay_replies(run, config, partial(pipeline.generation_backend, config))
     shutil.copytree(run.path, tmp_path / "two")
     return run, RunDir(tmp_path / "two")

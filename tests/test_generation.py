@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from promptdistill.generation import BatchStore, Sampling, TransformersBackend, generate_all
 from promptdistill.generation.core import plan_batches
@@ -125,11 +126,11 @@ def test_greedy_generation_is_deterministic_and_batch_order_is_restored(tokenize
 
 def test_a_stop_string_ends_each_row_where_it_first_appears(tokenizer, tiny_model):
     backend = TransformersBackend(tiny_model, tokenizer)
-    free = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6), seed=0)
+    free = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6), seed=3)
     words = free[0].split()
     stop = words[1]  # the second word written for the first prompt
     assert len(words) > 2 and stop not in free[1].split()
-    stopped = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6, stop=(stop,)), seed=0)
+    stopped = backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6, stop=(stop,)), seed=3)
     assert stopped == [" ".join(words[:2]), free[1]]  # the other row, which never met it, runs on
 
 
@@ -159,20 +160,12 @@ def test_a_shared_prompt_prefix_read_once_gives_the_same_replies(tokenizer, tiny
     passage = "velmora was founded in 1623 by tobin quarrel . the lighthouse is yellow . " * 2
     prompts = [passage + question for question in PROMPTS[:3]]
     rows = [tokenizer(local.chat_prompt(tokenizer, p), add_special_tokens=False).input_ids for p in prompts]
-    assert local.shared_prefix_length(rows) >= local.MIN_SHARED_PREFIX  # the passage is shared
+    assert local.shared_prefix_length(rows) > 0  # the passage is shared
     backend = TransformersBackend(tiny_model, tokenizer)
     shared = backend.generate_batch(prompts, Sampling(1.0, 6), seed=5)
-    monkeypatch.setattr(local, "MIN_SHARED_PREFIX", 10_000)  # every row read whole
+    monkeypatch.setattr(local, "shared_prefix_length", lambda rows: 0)  # every row read whole
     assert backend.generate_batch(prompts, Sampling(1.0, 6), seed=5) == shared
     assert len(set(shared)) == 3
-
-
-def test_shared_prefix_leaves_every_row_a_token_of_its_own():
-    from promptdistill.generation.local import shared_prefix_length
-
-    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
-    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
-    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
 
 
 def test_top_k_one_samples_the_greedy_reply_and_no_cut_samples_others(tokenizer, tiny_model):
@@ -204,3 +197,39 @@ def test_side_by_side_keeps_the_order_and_drops_what_has_not_begun_after_an_erro
         list(side_by_side(work, list(range(200)), 4))
     time.sleep(0.3)  # what had begun finishes; nothing more starts
     assert len(started) < 20
+
+
+@pytest.mark.parametrize("top_p, top_k", [(0.9, 0), (0.5, 0), (0.9, 5), (1.0, 0)])
+def test_nucleus_draw_keeps_transformers_nucleus_and_draws_by_its_probabilities(top_p, top_k):
+    """The tokens NucleusDraw can draw are those transformers' temperature, top-k and top-p
+    warpers keep, drawn with their renormalised probabilities; a flat row (whose nucleus is wider
+    than the candidates) takes the whole-vocabulary path."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from promptdistill.generation.local import NucleusDraw
+
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(1, 40) * 4, torch.randn(1, 40) * 0.1])  # peaked, flat
+    warped = TemperatureLogitsWarper(0.7)(None, logits)
+    if top_k:
+        warped = TopKLogitsWarper(top_k)(None, warped)
+    if top_p < 1:
+        warped = TopPLogitsWarper(top_p)(None, warped)
+    expected = warped.softmax(dim=-1)
+
+    draws = 20_000
+    draw = NucleusDraw(0.7, top_p, top_k, candidates=8)
+    for row in range(2):
+        scores = draw(None, logits[row].repeat(draws, 1))
+        assert ((scores == 0).sum(dim=1) == 1).all() and (scores[scores != 0] == -float("inf")).all()
+        counts = torch.bincount(scores.argmax(dim=1), minlength=40).float() / draws
+        assert set(counts.nonzero().flatten().tolist()) <= set(expected[row].nonzero().flatten().tolist())
+        torch.testing.assert_close(counts, expected[row], atol=0.015, rtol=0)
+
+
+def test_own_draw_and_transformers_sampling_answer_from_the_same_nucleus(tokenizer, tiny_model):
+    """top_k=1 leaves one token a step: both ways of sampling give the greedy reply."""
+    greedy = TransformersBackend(tiny_model, tokenizer).generate_batch(PROMPTS[:2], Sampling(0.0, 6), seed=0)
+    for own_draw in (True, False):
+        backend = TransformersBackend(tiny_model, tokenizer, own_draw=own_draw)
+        assert backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6, top_k=1), seed=3) == greedy

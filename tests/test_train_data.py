@@ -102,3 +102,48 @@ def test_distillation_loss_is_zero_when_student_and_teacher_read_the_same_prompt
                       config).item() == pytest.approx(0, abs=1e-8)
     with_passage = Collator(tokenizer.pad_token_id)(examples(tokenizer))
     assert batch_loss(Training.ANSWERS_DISTILL, student, with_passage, config).item() > 1e-5
+
+
+def test_shared_prefix_leaves_each_row_what_it_must_keep():
+    from promptdistill.models import MIN_SHARED_PREFIX, shared_prefix_length
+
+    prefix = list(range(10, 10 + MIN_SHARED_PREFIX + 4))
+    rows = [prefix + [1, 2, 3], prefix + [1, 2, 4]]
+    assert shared_prefix_length(rows) == len(prefix) + 2  # each row keeps its last token
+    assert shared_prefix_length(rows, keep=[3, 1]) == len(prefix)  # the first row keeps 3
+    assert shared_prefix_length([rows[0]]) == 0  # one row: nothing to share
+    assert shared_prefix_length([row[-MIN_SHARED_PREFIX:] for row in rows]) == 0  # too short to pay off
+
+
+def test_a_shared_student_prefix_read_once_gives_the_logits_and_gradients_of_whole_rows(tokenizer, tiny_model):
+    """The chat header common to a batch's student rows runs once; the answer logits, and the
+    LoRA gradients through the repeated keys and values, equal those of reading every row whole."""
+    from promptdistill.config import TrainConfig
+    from promptdistill.models import MIN_SHARED_PREFIX, add_lora
+
+    header = list(range(20, 20 + MIN_SHARED_PREFIX + 3))
+    batch_examples = [Example(key=f"q{n}", student_ids=header + question, answer_ids=answer)
+                      for n, (question, answer) in enumerate([([5, 6, 7], [8, 9, 3]), ([5, 11], [12, 3]),
+                                                              ([5, 6, 7, 14, 15], [16, 17, 18, 9, 3])])]
+    batch = Collator(tokenizer.pad_token_id)(batch_examples)
+    assert batch["student_shared"] == len(header) + 1  # the header and the shared first question token
+    for row, example in enumerate(batch_examples):
+        real = batch["student_attention_mask"][row].bool()
+        assert batch["student_input_ids"][row][real].tolist() == example.student_ids + example.answer_ids
+
+    student = add_lora(tiny_model, TrainConfig(lora_rank=4))
+    for name, parameter in student.named_parameters():  # lora_B starts at zero: give the adapter an effect
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    mask, width = batch["answer_mask"], batch["answer_mask"].shape[1]
+    results = []
+    for shared in (batch["student_shared"], 0):
+        student.zero_grad()
+        logits = answer_logits(student, batch["student_input_ids"], batch["student_attention_mask"], width, shared)
+        logits[mask].logsumexp(dim=-1).sum().backward()
+        results.append((logits[mask].detach(), {name: p.grad.clone() for name, p in student.named_parameters()
+                                                if p.requires_grad}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-4)
+    assert results[0][1].keys() == results[1][1].keys() and any("layers.0" in name for name in results[0][1])
+    for name, gradient in results[0][1].items():
+        torch.testing.assert_close(gradient, results[1][1][name], atol=1e-5, rtol=1e-4, msg=name)

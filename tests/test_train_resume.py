@@ -110,3 +110,34 @@ def test_a_full_disk_mid_checkpoint_leaves_no_half_written_folder(tokenizer, tmp
         train(tokenizer, tmp_path / "run", "sft")
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == []
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_training_precision_follows_the_model_dtype_and_the_setting():
+    from promptdistill.config import ModelConfig
+    from promptdistill.models import training_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    bf16, fp32 = ModelConfig(dtype="bfloat16"), ModelConfig(dtype="float32")
+    assert training_precision(bf16, "auto", cpu) == (torch.float32, "bf16")  # weights cast per product
+    assert training_precision(bf16, "auto", gpu) == (torch.bfloat16, "bf16")
+    assert training_precision(bf16, "none", cpu) == (torch.bfloat16, "none")
+    assert training_precision(fp32, "auto", cpu) == (torch.float32, "none")
+    assert training_precision(fp32, "bf16", cpu) == (torch.float32, "bf16")
+
+
+def test_bfloat16_autocast_trains_float32_adapters_close_to_float32_training(tokenizer, tmp_path):
+    """Under autocast the products run in bfloat16 (losses differ at bfloat16 rounding, not
+    more), the adapter stays float32, and one process can train in either precision in turn."""
+    config = dataclasses.replace(CONFIG, lora_dropout=0.0)
+    runs = {}
+    for number, precision in enumerate(("bf16", "none", "bf16")):
+        out = tmp_path / f"{number}-{precision}"
+        metrics = loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 3,
+                                     METHODS["pd"], config, out, seed=7, mixed_precision=precision)
+        runs.setdefault(precision, []).append(([epoch["loss"] for epoch in metrics["epochs"]],
+                                               load_file(out / "adapter" / "adapter_model.safetensors")))
+    assert runs["bf16"][0][0] == runs["bf16"][1][0]  # the same again after a float32 run
+    (mixed_losses, mixed), (plain_losses, plain) = runs["bf16"][0], runs["none"][0]
+    assert mixed_losses != plain_losses and mixed_losses == pytest.approx(plain_losses, rel=0.05)
+    assert {tensor.dtype for tensor in mixed.values()} == {torch.float32}
+    assert max((mixed[key] - plain[key]).abs().max().item() for key in plain) < 0.05

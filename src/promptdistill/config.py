@@ -135,6 +135,10 @@ class TrainConfig:
     loss_reduction: str = field(
         default="token", metadata={"help": "token: the mean over a batch's answer tokens; sequence: the mean per "
                                            "answer, then over the batch (the official code's)"})
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "auto: where model.dtype resolves to bfloat16, forward passes under "
+                                          "bfloat16 autocast with the adapter, optimizer and loss in float32; none: "
+                                          "everything in model.dtype; bf16: that autocast whatever model.dtype"})
     keep_checkpoints: str = field(
         default="last", metadata={"help": "last: only the newest epoch's checkpoint is kept (all that resuming "
                                           "needs); all: every epoch's"})
@@ -154,6 +158,7 @@ class TrainConfig:
         check_choice("train.teacher", self.teacher, TEACHERS)
         check_choice("train.divergence", self.divergence, DIVERGENCES)
         check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
+        check_choice("train.mixed_precision", self.mixed_precision, ("auto", "none", "bf16"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("train.replay", self.replay, REPLAYS)
         if not 0 < self.jsd_beta < 1:

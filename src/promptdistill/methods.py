@@ -35,7 +35,7 @@ class Context(Enum):
 COMMON_TRAIN_SETTINGS = (
     "train.learning_rate", "train.batch_size", "train.gradient_accumulation_steps", "train.warmup_ratio",
     "train.weight_decay", "train.max_grad_norm", "train.lora_rank", "train.lora_alpha", "train.lora_dropout",
-    "train.lora_output_layer", "train.loss_reduction",
+    "train.lora_output_layer", "train.loss_reduction", "train.mixed_precision",
 )
 REPLAY_SETTINGS = ("train.replay", "train.replay_weight", "train.replay_ratio")  # read only with replay on
 TRAINING_SETTINGS = {

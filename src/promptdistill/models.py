@@ -189,14 +189,30 @@ def prepare_tokenizer(tokenizer, name: str = "model"):
     return tokenizer
 
 
-def load_model(config: ModelConfig, device: torch.device | None = None):
-    """Load (model, tokenizer) for inference or training, in eval mode, on `device`."""
+def training_precision(config: ModelConfig, mixed_precision: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """How training computes (train.mixed_precision): (the frozen weights' dtype, "bf16" or "none").
+
+    "auto": where model.dtype resolves to bfloat16, the forward passes run under bfloat16 autocast
+    while the adapter, optimizer and loss stay float32; on a CPU the frozen weights stay float32
+    as well, because casting them per product measured faster there than bfloat16 weights meeting
+    the float32 adapter (docs/speed.md). "none": the weights in model.dtype, no autocast.
+    """
+    compute = pick_dtype(config.dtype, device)
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if compute is torch.bfloat16 else "none"
+    if mixed_precision == "none":
+        return compute, "none"
+    return (torch.float32 if device.type == "cpu" else compute), "bf16"
+
+
+def load_model(config: ModelConfig, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    """Load (model, tokenizer) in eval mode on `device`, in `dtype` (default: model.dtype's)."""
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
     path = local_model_path(config.name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(config.dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or pick_dtype(config.dtype, device))
     except OSError as error:
         raise UserError(f"--model {config.name}: cannot load: {error}") from None
     model.to(device).eval()
@@ -250,15 +266,52 @@ def merged_model(model):
     return model.merge_and_unload()
 
 
-def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int) -> torch.Tensor:
+# Below this many shared tokens a separate pass over the shared prefix costs more than it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(rows: list[list[int]], keep: list[int] | None = None) -> int:
+    """The tokens at the start of every row worth reading once for the whole batch: 0 for a single
+    row or fewer than MIN_SHARED_PREFIX. Row b keeps at least keep[b] tokens of its own (default 1)."""
+    keep = keep or [1] * len(rows)
+    length, limit = 0, min(len(row) - own for row, own in zip(rows, keep))
+    while length < limit and all(row[length] == rows[0][length] for row in rows):
+        length += 1
+    return length if len(rows) > 1 and length >= MIN_SHARED_PREFIX else 0
+
+
+def left_pad(rows: list[list[int]], pad_id: int, shared: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) [B, W]: every row ends at the last column. With `shared`, the
+    rows' common first `shared` tokens fill the first columns, then the padding, then each row's own
+    tokens, so that the shared prefix can be read once for the whole batch (`answer_logits`)."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for number, row in enumerate(rows):
+        own = width - (len(row) - shared)
+        input_ids[number, :shared], input_ids[number, own:] = torch.tensor(row[:shared]), torch.tensor(row[shared:])
+        attention_mask[number, :shared], attention_mask[number, own:] = 1, 1
+    return input_ids, attention_mask
+
+
+def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int,
+                  shared: int = 0) -> torch.Tensor:
     """Logits [B, answer_width, V] predicting the last `answer_width` tokens of each row.
 
-    Position ids count real tokens only, so left padding changes nothing; the output layer runs
-    on the answer positions alone (full-vocabulary logits dominate memory otherwise).
+    Position ids count real tokens only, so padding changes nothing; the output layer runs on the
+    answer positions alone (full-vocabulary logits dominate memory otherwise). With `shared` (rows
+    laid out by `left_pad(..., shared)`), the shared prefix runs once and its keys and values are
+    repeated for every row; gradients flow back through them, so the logits are those of reading
+    every row whole, for fewer tokens.
     """
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    cache = None
+    if shared:
+        cache = model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+        cache.batch_repeat_interleave(input_ids.shape[0])
+        input_ids, position_ids = input_ids[:, shared:], position_ids[:, shared:]
     output = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-        logits_to_keep=answer_width + 1, use_cache=False,
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+        logits_to_keep=answer_width + 1, use_cache=cache is not None,
     )
     return output.logits[:, :-1]

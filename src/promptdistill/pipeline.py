@@ -30,7 +30,7 @@ from promptdistill.errors import UserError
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
 from promptdistill.generation import BatchStore, make_backend, served
-from promptdistill.models import load_model, load_tokenizer
+from promptdistill.models import default_device, load_model, load_tokenizer, training_precision
 from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
 
@@ -191,7 +191,8 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
                   [run.adapter(method.name), out_dir / "metrics.json"])
 
     def work():
-        model, tokenizer = load_model(config.model)
+        weights, mixed_precision = training_precision(config.model, config.train.mixed_precision, default_device())
+        model, tokenizer = load_model(config.model, dtype=weights)
         examples = training_examples(run, tokenizer, method)
         if not examples:
             raise UserError(f"train {method.name}: no training examples in {inputs[0]}")
@@ -201,7 +202,8 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
                                 teacher_cache=TeacherCache(run.teacher) if cached else None,
                                 resume_key=stage.key(run),
-                                replay_examples=retention.replay_examples(run, tokenizer) if replaying else None)
+                                replay_examples=retention.replay_examples(run, tokenizer) if replaying else None,
+                                mixed_precision=mixed_precision)
         return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}
 
     stage.run(run, work)

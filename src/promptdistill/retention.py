@@ -101,7 +101,7 @@ def drift(model, pad_id: int, examples: list, batch_size: int) -> list[float]:
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size])
         mask = batch["answer_mask"]
-        inputs = (batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1])
+        inputs = (batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"])
         trained = answer_logits(model, *inputs).float()
         with model.disable_adapter():
             base = answer_logits(model, *inputs).float()

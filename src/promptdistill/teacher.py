@@ -114,7 +114,7 @@ def prefix_shared_teacher_targets(
     """
     device = next(model.parameters()).device
     prefix = torch.tensor([prefix_ids], device=device)
-    prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values
+    prefix_cache = model(input_ids=prefix, use_cache=True).cache
     targets = []
     for start in range(0, len(suffixes), batch_size):
         chunk = suffixes[start:start + batch_size]
@@ -130,7 +130,7 @@ def prefix_shared_teacher_targets(
                                     suffix_mask], dim=1)
         position_ids = torch.arange(len(prefix_ids), len(prefix_ids) + width, device=device).expand(len(chunk), -1)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       past_key_values=cache, use_cache=True).logits
+                       cache=cache, use_cache=True).logits
         for row, (prompt, answer) in enumerate(chunk):
             # Suffix position j predicts token j+1; the first answer token follows the prompt.
             # (An empty suffix prompt would need the prefix's last logits; prompts always end

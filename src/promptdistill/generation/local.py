@@ -5,18 +5,43 @@ from __future__ import annotations
 import torch
 
 from promptdistill.generation.core import Sampling
-from promptdistill.models import chat_prompt
-
-# Below this many shared tokens a separate prefix pass costs more than it saves.
-MIN_SHARED_PREFIX = 16
+from promptdistill.models import chat_prompt, left_pad, shared_prefix_length
 
 
-def shared_prefix_length(rows: list[list[int]]) -> int:
-    """Tokens at the start of every row, leaving each row at least one token of its own."""
-    length, shortest = 0, min(len(row) for row in rows)
-    while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows):
-        length += 1
-    return length
+class NucleusDraw:
+    """A logits processor for temperature, top-k and top-p sampling that draws the token itself:
+    the scores it returns are 0 at the drawn token and -inf elsewhere, and `generate`, run greedy,
+    takes that token.
+
+    transformers' own top-p sorts the whole vocabulary at every step and draws over all of it:
+    with SmolLM2's 49,152 tokens that was 29% of decoding time on a 2-core CPU (docs/speed.md).
+    Here both work on the `candidates` likeliest tokens, which hold the nucleus unless a
+    distribution is flat; then, and without top-k or top-p, on the whole vocabulary.
+    """
+
+    def __init__(self, temperature: float, top_p: float = 1.0, top_k: int = 0, candidates: int = 256):
+        self.temperature, self.top_p, self.top_k, self.candidates = temperature, top_p, top_k, candidates
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        vocab = scores.shape[-1]
+        if self.top_k:  # the top-k tokens are the whole distribution
+            probs, tokens = self.nucleus(scores, min(self.top_k, vocab), normalise_over_kept=True)
+        else:
+            probs, tokens = self.nucleus(scores, min(self.candidates, vocab) if self.top_p < 1 else vocab)
+            if (probs.sum(dim=-1) < self.top_p).any():  # a nucleus wider than the candidates
+                probs, tokens = self.nucleus(scores, vocab)
+        drawn = tokens.gather(-1, torch.multinomial(probs, 1))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, drawn, 0.0)
+
+    def nucleus(self, scores: torch.Tensor, width: int, normalise_over_kept: bool = False):
+        """(probabilities of the `width` likeliest tokens, zero outside the nucleus; their ids)."""
+        values, tokens = scores.topk(width) if width < scores.shape[-1] else scores.sort(descending=True)
+        probs = (values - (values if normalise_over_kept else scores).logsumexp(dim=-1, keepdim=True)).exp()
+        if self.top_p < 1:  # keep a token while the mass ranked above it is below top_p
+            kept = probs.cumsum(dim=-1) - probs < self.top_p
+            return probs * kept, tokens
+        return probs, tokens
 
 
 class TransformersBackend:
@@ -27,10 +52,11 @@ class TransformersBackend:
     every row, instead of being read once per row; the rest of each row follows, left-padded.
     """
 
-    def __init__(self, model, tokenizer, identity: str = "local"):
+    def __init__(self, model, tokenizer, identity: str = "local", own_draw: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.identity = identity
+        self.own_draw = own_draw  # False: transformers' own sampling, kept for benchmarks/speed.py
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -39,32 +65,31 @@ class TransformersBackend:
     def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
         rows = [self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False).input_ids
                 for prompt in prompts]
-        shared = shared_prefix_length(rows) if len(rows) > 1 else 0
-        shared = shared if shared >= MIN_SHARED_PREFIX else 0
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for number, row in enumerate(rows):  # the shared prefix, padding, then the row's own tokens
-            own = width - (len(row) - shared)
-            input_ids[number, :shared], input_ids[number, own:] = torch.tensor(row[:shared]), torch.tensor(row[shared:])
-            attention_mask[number, :shared], attention_mask[number, own:] = 1, 1
+        shared = shared_prefix_length(rows)
+        input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id, shared)
+        width = input_ids.shape[1]
         device = self.model.device
         cache = {}
         if shared:
-            prefix = self.model(input_ids=input_ids[:1, :shared].to(device), use_cache=True).past_key_values
+            prefix = self.model(input_ids=input_ids[:1, :shared].to(device), use_cache=True).cache
             prefix.batch_repeat_interleave(len(rows))
-            cache = {"past_key_values": prefix}
+            cache = {"cache": prefix}
         torch.manual_seed(seed)
-        greedy = sampling.temperature == 0
+        if sampling.temperature == 0:
+            draw = {"do_sample": False}
+        elif self.own_draw:
+            draw = {"do_sample": False,
+                    "logits_processor": [NucleusDraw(sampling.temperature, sampling.top_p, sampling.top_k)]}
+        else:
+            draw = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                    "top_k": sampling.top_k or None}
         output = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             **cache,
             max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None if greedy or not sampling.top_k else sampling.top_k,  # None overrides generation_config's
+            # None overrides the model's generation_config, which may sample
+            **{"temperature": None, "top_p": None, "top_k": None, **draw},
             pad_token_id=self.tokenizer.pad_token_id,
             # A row that met a stop string is finished; the batch ends when every row is.
             stop_strings=list(sampling.stop) or None,

@@ -4,7 +4,8 @@ Each example is a prompt (student: the question; teacher: the passage, then the 
 the answer tokens, tokenized once and shared by both, so the two sequences end in exactly the
 same tokens. Batches are left-padded: every sequence ends at the last column, so the answer of
 row b fills the last `answer_lengths[b]` columns and the output layer needs to run on the last
-`max answer length + 1` positions only (`logits_to_keep`), not on the passage.
+`max answer length + 1` positions only (`logits_to_keep`), not on the passage. The student's rows
+start with the prefix they share (the chat header), which training reads once per batch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from promptdistill.corpus import Passage
-from promptdistill.models import chat_prompt
+from promptdistill.models import chat_prompt, left_pad, shared_prefix_length
 from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.teacher import TeacherCache
 
@@ -98,18 +99,9 @@ def reply_examples(tokenizer, records: list[dict]) -> list[Example]:
     return examples
 
 
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(sequence) for sequence in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, width - len(sequence):] = torch.tensor(sequence)
-        attention_mask[row, width - len(sequence):] = 1
-    return input_ids, attention_mask
-
-
 class Collator:
-    """Examples -> a batch with `answer_ids` [B, A] and `answer_mask` [B, A] (A: longest answer).
+    """Examples -> a batch with `answer_ids` [B, A] and `answer_mask` [B, A] (A: longest answer),
+    and the student's sequences, whose first `student_shared` tokens are common to every row.
 
     With a teacher cache the batch carries the cached targets, aligned with `answer_ids`
     (`teacher_token_ids` [B, A, k], `teacher_logprobs` [B, A, k], `teacher_tail_mass` [B, A]);
@@ -127,10 +119,15 @@ class Collator:
         for row, example in enumerate(examples):
             answer_ids[row, width - len(example.answer_ids):] = torch.tensor(example.answer_ids)
             answer_mask[row, width - len(example.answer_ids):] = True
-        student_ids, student_mask = left_pad([e.student_ids + e.answer_ids for e in examples], self.pad_id)
+        rows = [e.student_ids + e.answer_ids for e in examples]
+        # The chat template's header (a third of a short row) runs once per batch; the token before
+        # each answer stays in the row's own part, where the output layer reads it.
+        shared = shared_prefix_length(rows, keep=[len(e.answer_ids) + 1 for e in examples])
+        student_ids, student_mask = left_pad(rows, self.pad_id, shared)
         batch = {
             "student_input_ids": student_ids,
             "student_attention_mask": student_mask,
+            "student_shared": shared,
             "answer_ids": answer_ids,
             "answer_mask": answer_mask,
         }

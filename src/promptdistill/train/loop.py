@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, send_to_device, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -56,7 +56,7 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
     around `peft_model`, where the online teacher switches the adapter off."""
     mask = batch["answer_mask"]
     student_logits = answer_logits(
-        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
+        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"]
     )[mask]
     weights = token_weights(mask, config.loss_reduction)
     if training in (Training.ANSWERS_CE, Training.PASSAGES):
@@ -74,7 +74,7 @@ def replay_loss(student, batch: dict[str, torch.Tensor], peft_model=None) -> tor
     """KL(base || student) at T=1 over the tokens of the base model's own replies."""
     mask = batch["answer_mask"]
     student_logits = answer_logits(
-        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1]
+        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"]
     )[mask]
     base_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
     return distill_loss(student_logits, base_logits, 1.0)
@@ -93,7 +93,7 @@ def process_state() -> PartialState:
 
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
                   out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "",
-                  replay_examples: list[Example] | None = None) -> dict:
+                  replay_examples: list[Example] | None = None, mixed_precision: str = "none") -> dict:
     """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
 
     Distillation reads its teacher from `teacher_cache` when given, else computes it online.
@@ -101,6 +101,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     max(1, round(batch_size * train.replay_ratio)) of them.
     Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
     (the training stage's key: same settings and inputs); otherwise OUT starts empty.
+    With `mixed_precision` "bf16" (models.training_precision chooses it) the forward passes run
+    under bfloat16 autocast; the adapter, optimizer and losses stay float32. Autocast here, not
+    Accelerate's mixed_precision, which is fixed for the life of a process.
     """
     out_dir = Path(out_dir)
     # split_batches: train.batch_size is the global batch, which LengthGroupedBatches splits over
@@ -119,6 +122,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         key_file.write_text(resume_key)
     accelerator.wait_for_everyone()
     set_seed(seed)
+    if accelerator.device.type == "cpu":  # its backward beats SDPA's on a CPU, most under autocast (docs/speed.md)
+        model.set_attn_implementation("eager")
     student = add_lora(model, config)
     student.train()
 
@@ -145,6 +150,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         log.info("%s: %d processes (%s), each takes 1/%d of every batch of %d", method.name, accelerator.num_processes,
                  accelerator.distributed_type.value, accelerator.num_processes, config.batch_size)
 
+    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
     history: list[dict] = []
     start_epoch = 0
     last = last_checkpoint(out_dir)
@@ -159,12 +165,13 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
-                loss = batch_loss(method.training, student, batch, config, peft_model)
+                with autocast:
+                    loss = batch_loss(method.training, student, batch, config, peft_model)
+                    if replay is not None:
+                        replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
+                                                                       accelerator.device), peft_model)
                 total_loss += accelerator.reduce(loss.detach(), "mean").item()  # the global batch's loss
                 if replay is not None:
-                    replayed = replay_loss(student, {name: tensor.to(accelerator.device)
-                                                     for name, tensor in replay.batch(epoch, batches).items()},
-                                           peft_model)
                     total_replay += replayed.item()  # every process replays the same rows
                     loss = loss + config.replay_weight * replayed
                 accelerator.backward(loss)
