@@ -294,6 +294,14 @@ def left_pad(rows: list[list[int]], pad_id: int, shared: int = 0) -> tuple[torch
     return input_ids, attention_mask
 
 
+def shared_prefix_cache(model, input_ids: torch.Tensor, shared: int):
+    """The keys and values of the first `shared` columns (the same tokens in every row, laid out by
+    `left_pad`), computed once and repeated for every row of `input_ids`."""
+    cache = model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return cache
+
+
 def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int,
                   shared: int = 0) -> torch.Tensor:
     """Logits [B, answer_width, V] predicting the last `answer_width` tokens of each row.
@@ -307,8 +315,7 @@ def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     cache = None
     if shared:
-        cache = model(input_ids=input_ids[:1, :shared], use_cache=True).cache
-        cache.batch_repeat_interleave(input_ids.shape[0])
+        cache = shared_prefix_cache(model, input_ids, shared)
         input_ids, position_ids = input_ids[:, shared:], position_ids[:, shared:]
     output = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from promptdistill.generation.core import Sampling
-from promptdistill.models import chat_prompt, left_pad, shared_prefix_length
+from promptdistill.models import chat_prompt, left_pad, shared_prefix_cache, shared_prefix_length
 
 
 class NucleusDraw:
@@ -69,11 +69,8 @@ class TransformersBackend:
         input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id, shared)
         width = input_ids.shape[1]
         device = self.model.device
-        cache = {}
-        if shared:
-            prefix = self.model(input_ids=input_ids[:1, :shared].to(device), use_cache=True).cache
-            prefix.batch_repeat_interleave(len(rows))
-            cache = {"cache": prefix}
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        cache = {"cache": shared_prefix_cache(self.model, input_ids, shared)} if shared else {}
         torch.manual_seed(seed)
         if sampling.temperature == 0:
             draw = {"do_sample": False}
@@ -84,8 +81,8 @@ class TransformersBackend:
             draw = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
                     "top_k": sampling.top_k or None}
         output = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             **cache,
             max_new_tokens=sampling.max_new_tokens,
             # None overrides the model's generation_config, which may sample
