@@ -59,7 +59,7 @@ def main() -> None:
     with RunDir(args.out).lock() as run:
         pipeline.prepare(run, config, docs, tests)
         table = pipeline.run_all(run, config)
-        seconds = run.stage_seconds()
+        seconds = {stage: cost["seconds"] for stage, cost in run.stage_costs().items()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'unknown'})"
     result = {
         "device": device, "model": args.model, "dtype": str(config.model.dtype), "wall_seconds": round(time.time() - started, 1),

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -104,16 +105,38 @@ def test_an_unchanged_run_skips_every_stage(finished, ran):
     assert ran == [] and ScriptedExpert.prompts == []
 
 
-def test_the_report_says_where_the_time_went(finished):
+def test_the_report_says_where_the_time_and_memory_went(finished):
     run, _ = finished
     report = json.loads((run.path / "report.json").read_text())
-    manifests = {path.stem: json.loads(path.read_text())["seconds"] for path in (run.path / "manifests").glob("*.json")}
-    assert report["stage_seconds"] == {name: manifests[name] for name in report["stage_seconds"]}
-    assert list(report["stage_seconds"])[:3] == ["prepare", "questions", "answers-sft"]  # in the order they ran
+    manifests = {path.stem: json.loads(path.read_text()) for path in (run.path / "manifests").glob("*.json")}
+    assert report["stages"] == {name: {"seconds": manifests[name]["seconds"],
+                                       "peak_memory_gb": manifests[name]["peak_memory_gb"]}
+                                for name in report["stages"]}
+    assert list(report["stages"])[:3] == ["prepare", "questions", "answers-sft"]  # in the order they ran
     markdown = (run.path / "report.md").read_text()
-    assert "Where the time went" in markdown and "| train-pd |" in markdown
+    assert "Where the time went" in markdown and "| train-pd |" in markdown and "peak memory GB" in markdown
     assert set(report["coverage"]) == {"sft", "pd"} and set(report["paired"]) == {
         "pd - sft", "pd - base", "pd - rag", "pd+rag - rag"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is measured on Linux only")
+def test_each_stage_records_its_own_peak_memory_not_the_process_s_so_far(tmp_path):
+    run = RunDir(tmp_path)
+
+    def holding(megabytes):
+        def work():
+            block = bytearray(megabytes * 2**20)
+            block[::4096] = b"x" * len(block[::4096])  # touch every page so that it is resident
+            (tmp_path / f"out{megabytes}").write_text("done")
+            return {}
+        return work
+
+    Stage("big", {}, [], [tmp_path / "out600"]).run(run, holding(600))
+    Stage("small", {}, [], [tmp_path / "out1"]).run(run, holding(1))
+    costs = run.stage_costs()
+    assert list(costs) == ["big", "small"]
+    big, small = costs["big"]["peak_memory_gb"], costs["small"]["peak_memory_gb"]
+    assert big - small > 0.5  # the second stage's peak does not include the first's 600 MB
 
 
 def test_distillation_temperature_retrains_pd_only(finished, ran):

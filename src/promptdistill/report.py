@@ -58,7 +58,7 @@ def report_run(run: RunDir, config: RunConfig) -> str:
     if len(kept) == 2 and kept["pd"]:  # the paper has sft forgetting more than pd
         differences["retention: pd - sft"] = paired(kept["pd"], kept["sft"], resamples, config.seed)
     return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_seconds(), differences, coverage)
+                        run.stage_costs(), differences, coverage)
 
 
 def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
@@ -168,22 +168,23 @@ def table_rows(results: dict[str, dict]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
-                 reference: dict[str, float] | None = None, stage_seconds: dict[str, float] | None = None,
+                 reference: dict[str, float] | None = None, stages: dict[str, dict] | None = None,
                  paired: dict[str, dict] | None = None, coverage: dict[str, dict] | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
     `reference`: the paper's published accuracy per method for the same dataset, shown beside.
-    `stage_seconds`: each stage's wall time, for a table of where the time went.
+    `stages`: each stage's wall time and peak memory (RunDir.stage_costs), for a table of where
+    the time went.
     `paired`: paired_differences' intervals, stated under the table.
     `coverage`: answer_coverage of each method's training answers.
     """
-    stage_seconds, paired, coverage = stage_seconds or {}, paired or {}, coverage or {}
+    stages, paired, coverage = stages or {}, paired or {}, coverage or {}
     if reference:
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
     table = "\n".join(table_rows(results) + _paired_lines(paired) + _coverage_lines(coverage))
     write_atomic(run_dir / "report.json",
                  json.dumps({"methods": results, "paired": paired, "coverage": coverage, "counts": counts,
-                             "stage_seconds": stage_seconds,
+                             "stages": stages,
                              "settings": settings}, indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png")
     columns = _columns(results)
@@ -231,12 +232,14 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
                          f"{counted['unparseable']} |")
         lines.append("")
     lines += ["![accuracy](plots/accuracy.png)", ""]
-    if stage_seconds:
-        total = sum(stage_seconds.values())
-        lines += [f"Where the time went ({total / 60:.1f} min over the stages' last runs; `manifests/STAGE.json`):", "",
-                  "| stage | seconds | share |", "|---|---|---|"]
-        lines += [f"| {stage} | {seconds:.0f} | {100 * seconds / max(total, 1e-9):.0f}% |"
-                  for stage, seconds in stage_seconds.items()]
+    if stages:
+        total = sum(cost["seconds"] for cost in stages.values())
+        lines += [f"Where the time went ({total / 60:.1f} min over the stages' last runs; peak memory of the "
+                  "promptdistill process during each; `manifests/STAGE.json`):", "",
+                  "| stage | seconds | share | peak memory GB |", "|---|---|---|---|"]
+        lines += [f"| {stage} | {cost['seconds']:.0f} | {100 * cost['seconds'] / max(total, 1e-9):.0f}% | "
+                  f"{'-' if cost['peak_memory_gb'] is None else format(cost['peak_memory_gb'], '.2f')} |"
+                  for stage, cost in stages.items()]
         lines.append("")
     lines += ["Per-question replies and grades: `eval/METHOD.jsonl`. Settings: `config.yaml`.", ""]
     write_atomic(run_dir / "report.md", "\n".join(lines))

@@ -145,15 +145,17 @@ class RunDir:
             verdicts = [entry["judge"] for entry in read_jsonl(self.judged(method))]
         return read_jsonl(self.eval(method)), verdicts
 
-    def stage_seconds(self) -> dict[str, float]:
-        """Wall time of each finished stage's last run, in the order the stages finished."""
+    def stage_costs(self) -> dict[str, dict]:
+        """Each finished stage's last run, in the order the stages finished: its wall time in
+        seconds and its peak memory in GB (None where it was not measured)."""
         manifests = []
         for path in (self.path / "manifests").glob("*.json"):
             try:
                 manifests.append(json.loads(path.read_text(encoding="utf-8")))
             except json.JSONDecodeError:
                 continue
-        return {m["stage"]: m["seconds"] for m in sorted(manifests, key=lambda m: m.get("finished_at", ""))}
+        return {m["stage"]: {"seconds": m["seconds"], "peak_memory_gb": m.get("peak_memory_gb")}
+                for m in sorted(manifests, key=lambda m: m.get("finished_at", ""))}
 
     def counts(self) -> dict[str, int]:
         passages = self.load_passages()
@@ -208,8 +210,9 @@ class Stage:
             log.info("%s: done, skipping", self.name)
             return False
         log.info("%s: running", self.name)
-        started = time.time()
+        started, measuring = time.time(), _reset_peak_memory()
         counts = work()
+        peak = _peak_memory_gb() if measuring else None
         _release_memory()
         missing = [str(path) for path in self.outputs if not path.exists()]
         if missing:
@@ -224,6 +227,7 @@ class Stage:
             "outputs": {path.relative_to(run.path).as_posix(): path_digest(path) for path in self.outputs},
             "counts": counts,
             "seconds": round(time.time() - started, 1),
+            "peak_memory_gb": None if peak is None else round(peak, 2),
             "finished_at": datetime.now().isoformat(timespec="microseconds"),
             "versions": _versions(),
         }
@@ -232,6 +236,28 @@ class Stage:
                  ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                            for name, value in counts.items()))
         return True
+
+
+def _reset_peak_memory() -> bool:
+    """Start this process's peak-memory count afresh, so that a stage's own peak is measured
+    (Linux; False where the count cannot be reset)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_memory_gb() -> float | None:
+    """This process's peak resident memory since the last reset (VmHWM; not its child processes)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    return None
 
 
 def _release_memory() -> None:
