@@ -146,6 +146,14 @@ def test_distillation_temperature_retrains_pd_only(finished, ran):
     assert ran == ["teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]
 
 
+def test_a_cross_entropy_weight_retrains_pd_only_and_zero_leaves_the_run_as_it_was(finished, ran):
+    run, config = finished
+    pipeline.run_all(run, dataclasses.replace(config, train=dataclasses.replace(config.train, distill_ce_weight=0.0)))
+    assert ran == []  # off, the setting is not in the key: runs from before it existed stand
+    pipeline.run_all(run, dataclasses.replace(config, train=dataclasses.replace(config.train, distill_ce_weight=0.5)))
+    assert ran == ["train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]  # the teacher cache stands
+
+
 def test_rag_k_reevaluates_the_retrieving_methods_only(finished, ran):
     run, config = finished
     pipeline.run_all(run, dataclasses.replace(config, eval=dataclasses.replace(config.eval, rag_k=1)))

@@ -104,6 +104,24 @@ def test_distillation_loss_is_zero_when_student_and_teacher_read_the_same_prompt
     assert batch_loss(Training.ANSWERS_DISTILL, student, with_passage, config).item() > 1e-5
 
 
+def test_distillation_with_a_cross_entropy_weight_adds_that_share_of_sft_s_loss(tokenizer, tiny_model):
+    """train.distill_ce_weight: the divergence (zero here, teacher prompt = student prompt) plus
+    the weight times the cross-entropy of the answer tokens, exactly sft's loss."""
+    from promptdistill.config import TrainConfig
+    from promptdistill.methods import Training
+    from promptdistill.models import add_lora
+    from promptdistill.train.loop import batch_loss
+
+    student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
+    same = Collator(tokenizer.pad_token_id)(
+        [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)])
+    sft = batch_loss(Training.ANSWERS_CE, student, same, TrainConfig())
+    mixed = batch_loss(Training.ANSWERS_DISTILL, student, same, TrainConfig(distill_temperature=1.0,
+                                                                            distill_ce_weight=0.3))
+    assert sft.item() > 1
+    torch.testing.assert_close(mixed, 0.3 * sft, atol=1e-6, rtol=1e-5)
+
+
 def test_shared_prefix_leaves_each_row_what_it_must_keep():
     from promptdistill.models import MIN_SHARED_PREFIX, shared_prefix_length
 

@@ -141,3 +141,36 @@ def test_bfloat16_autocast_trains_float32_adapters_close_to_float32_training(tok
     assert mixed_losses != plain_losses and mixed_losses == pytest.approx(plain_losses, rel=0.05)
     assert {tensor.dtype for tensor in mixed.values()} == {torch.float32}
     assert max((mixed[key] - plain[key]).abs().max().item() for key in plain) < 0.05
+
+
+@pytest.mark.parametrize("method, reduction", [("sft", "token"), ("pd", "sequence"), ("uft", "token")])
+def test_a_batch_run_in_parts_trains_the_same_adapter_as_run_whole(tokenizer, tmp_path, method, reduction):
+    """train.max_batch_tokens cuts a batch of 4 rows into parts of one row: the parts' gradients
+    add up to the whole batch's, so every epoch's loss and the adapter are those of the whole run."""
+    config = dataclasses.replace(CONFIG, batch_size=4, lora_dropout=0.0, loss_reduction=reduction)
+    runs = []
+    for max_batch_tokens in (0, 1):
+        out = tmp_path / f"{max_batch_tokens}"
+        metrics = loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 4,
+                                     METHODS[method], dataclasses.replace(config, max_batch_tokens=max_batch_tokens),
+                                     out, seed=7)
+        runs.append(([epoch["loss"] for epoch in metrics["epochs"]],
+                     load_file(out / "adapter" / "adapter_model.safetensors")))
+    (whole_losses, whole), (parts_losses, parts) = runs
+    assert parts_losses == pytest.approx(whole_losses, rel=1e-5, abs=1e-7)  # pd: KL of near-equal models
+    assert max((parts[key] - whole[key]).abs().max().item() for key in whole) < 1e-5
+    assert max(tensor.abs().max().item() for tensor in whole.values()) > 1e-3  # it did train
+
+
+def test_micro_batches_cut_rows_by_tokens_past_the_shared_prefix_and_weigh_them_by_the_reduction():
+    answer_mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)
+    batch = {"student_input_ids": torch.zeros(3, 10, dtype=torch.long), "student_shared": 4,
+             "answer_mask": answer_mask, "answer_ids": torch.ones(3, 3, dtype=torch.long)}
+    assert loop.micro_batches(batch, 0, "token") == [(batch, 1.0)]
+    assert loop.micro_batches(batch, 18, "token") == [(batch, 1.0)]  # 3 rows x 6 tokens past the prefix
+    parts = loop.micro_batches(batch, 12, "token")  # 2 rows a part
+    assert [part["answer_mask"].tolist() for part, _ in parts] == [answer_mask[:2].tolist(), answer_mask[2:].tolist()]
+    assert [share for _, share in parts] == [5 / 6, 1 / 6]  # answer tokens
+    assert all(part["student_shared"] == 4 for part, _ in parts)
+    assert [share for _, share in loop.micro_batches(batch, 12, "sequence")] == [2 / 3, 1 / 3]  # answers
+    assert len(loop.micro_batches(batch, 1, "token")) == 3  # never fewer than one row

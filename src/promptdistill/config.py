@@ -105,6 +105,10 @@ class TrainConfig:
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (paper: 1e-5)"})
     batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step (paper: 4)"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per step"})
+    max_batch_tokens: int = field(
+        default=0, metadata={"help": "at most this many tokens (rows x padded width) through the model at once: "
+                                     "a longer batch is run in parts whose gradients add up to the same step; "
+                                     "bounds memory on long rows (uft's passages); 0: no bound"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
@@ -132,6 +136,10 @@ class TrainConfig:
     )
     jsd_beta: float = field(
         default=0.5, metadata={"help": "jsd's mixture weight of the teacher, in (0, 1) (TRL's GKD convention)"})
+    distill_ce_weight: float = field(
+        default=0.0, metadata={"help": "pd: weight of a cross-entropy term on the expert's answer tokens, "
+                                       "closed-book, added to the divergence (the official code's token loss; "
+                                       "0: off, the paper's)"})
     loss_reduction: str = field(
         default="token", metadata={"help": "token: the mean over a batch's answer tokens; sequence: the mean per "
                                            "answer, then over the batch (the official code's)"})
@@ -169,8 +177,9 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise UserError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("weight_decay", "distill_ce_weight", "max_batch_tokens"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
 

@@ -3,7 +3,8 @@
     distillation (pd): a divergence (train.divergence, forward KL by default) between teacher and
          student at T = train.distill_temperature over the answer tokens; the teacher is the same
          model with the adapter off and the passage in its prompt, read from the teacher cache
-         (top-k + tail) or recomputed online (train.teacher).
+         (top-k + tail) or recomputed online (train.teacher). train.distill_ce_weight adds
+         cross-entropy on the answer tokens themselves.
     cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
          first is an "answer").
     replay (train.replay=self, any method): each step adds a few of the base model's own replies
@@ -26,6 +27,7 @@ import logging
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -62,12 +64,34 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
     if training in (Training.ANSWERS_CE, Training.PASSAGES):
         return cross_entropy(student_logits, batch["answer_ids"][mask], weights)
     if "teacher_token_ids" in batch:
-        return top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
+        loss = top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
                                   batch["teacher_tail_mass"][mask], config.distill_temperature,
                                   config.divergence, config.jsd_beta, weights)
-    teacher_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
-    return distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
-                        config.jsd_beta, weights)
+    else:
+        teacher_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
+        loss = distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
+                            config.jsd_beta, weights)
+    if config.distill_ce_weight:
+        loss = loss + config.distill_ce_weight * cross_entropy(student_logits, batch["answer_ids"][mask], weights)
+    return loss
+
+
+def micro_batches(batch: dict, max_tokens: int, reduction: str) -> list[tuple[dict, float]]:
+    """`batch` cut into runs of rows of at most `max_tokens` student tokens each (rows x width past
+    the shared prefix; one row at least), each with its share of the batch's loss: the parts'
+    losses times their shares sum to the whole batch's, so their gradients do too, for less
+    memory (a batch of 384-token passages holds several GB of activations). 0: no cut."""
+    rows, width = batch["student_input_ids"].shape
+    per_part = max(1, max_tokens // max(1, width - batch["student_shared"])) if max_tokens else rows
+    if per_part >= rows:
+        return [(batch, 1.0)]
+    counted = batch["answer_mask"] if reduction == "token" else batch["answer_mask"].any(dim=1)
+    total = counted.sum().item()
+    parts = []
+    for start in range(0, rows, per_part):
+        part = {key: value[start:start + per_part] if torch.is_tensor(value) else value for key, value in batch.items()}
+        parts.append((part, counted[start:start + per_part].sum().item() / total))
+    return parts
 
 
 def replay_loss(student, batch: dict[str, torch.Tensor], peft_model=None) -> torch.Tensor:
@@ -165,16 +189,22 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
-                with autocast:
-                    loss = batch_loss(method.training, student, batch, config, peft_model)
-                    if replay is not None:
-                        replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
-                                                                       accelerator.device), peft_model)
-                total_loss += accelerator.reduce(loss.detach(), "mean").item()  # the global batch's loss
-                if replay is not None:
-                    total_replay += replayed.item()  # every process replays the same rows
-                    loss = loss + config.replay_weight * replayed
-                accelerator.backward(loss)
+                parts = micro_batches(batch, config.max_batch_tokens, config.loss_reduction)
+                batch_total = torch.zeros((), device=accelerator.device)
+                for number, (part, share) in enumerate(parts):
+                    last = number == len(parts) - 1
+                    with nullcontext() if last else accelerator.no_sync(student):  # DDP syncs once, at the last
+                        with autocast:
+                            loss = share * batch_loss(method.training, student, part, config, peft_model)
+                            if replay is not None and last:
+                                replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
+                                                                               accelerator.device), peft_model)
+                        batch_total += loss.detach()
+                        if replay is not None and last:
+                            total_replay += replayed.item()  # every process replays the same rows
+                            loss = loss + config.replay_weight * replayed
+                        accelerator.backward(loss)
+                total_loss += accelerator.reduce(batch_total, "mean").item()  # the global batch's loss
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
                 optimizer.step()
