@@ -138,7 +138,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the bundled fictional documents with the built-in model.
 
-    Quick by default (configs/demo.yaml: about 10 minutes on a 2-core laptop); --full keeps the
+    Quick by default (configs/demo.yaml: about 20 minutes on a 2-core laptop); --full keeps the
     built-in model's own preset and runs every baseline.
     """
     demo_data = resources.files("promptdistill") / "demo"
