@@ -106,9 +106,9 @@ class TrainConfig:
     batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step (paper: 4)"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per step"})
     max_batch_tokens: int = field(
-        default=0, metadata={"help": "at most this many tokens (rows x padded width) through the model at once: "
-                                     "a longer batch is run in parts whose gradients add up to the same step; "
-                                     "bounds memory on long rows (uft's passages); 0: no bound"})
+        default=0, metadata={"help": "at most this many tokens (rows x padded width past the shared chat header) "
+                                     "through the model at once: a longer batch runs in parts whose gradients add "
+                                     "up to the same step; bounds memory on long rows (uft's passages); 0: no bound"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warmup"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})

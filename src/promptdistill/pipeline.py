@@ -186,7 +186,7 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     settings = [*MODEL, "seed", *method.train_settings()]
     if replaying:  # off, the replay settings stay out of the key: runs from before replay existed stand
         inputs, settings = inputs + [run.replay], settings + list(methods.REPLAY_SETTINGS)
-    settings += ["train.distill_ce_weight"] if method.distills and config.train.distill_ce_weight else []  # the same
+    settings += ["train.distill_ce_weight"] if method.distills and config.train.distill_ce_weight else []  # likewise
     out_dir = run.adapter_dir(method.name)
     stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,
                   [run.adapter(method.name), out_dir / "metrics.json"])
