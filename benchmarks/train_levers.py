@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from promptdistill import pipeline
+from promptdistill import pipeline, report
 from promptdistill.files import read_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
@@ -29,11 +29,10 @@ from promptdistill.stats import bootstrap_interval
 
 
 def paired(first: list[dict], second: list[dict]) -> dict:
-    """Containment of `first` minus `second` on the same questions, in points, with a 95% interval."""
-    theirs = {record["id"]: record["contains"] for record in second}
-    differences = [100 * (record["contains"] - theirs[record["id"]]) for record in first]
-    low, high = bootstrap_interval(differences)
-    return {"difference": sum(differences) / len(differences), "interval": [low, high]}
+    """Containment of `first` minus `second` on the same questions, in points, with a 95% interval
+    (the report's own paired difference, over graded records)."""
+    grades = [{record["id"]: record["contains"] for record in records} for records in (first, second)]
+    return report.paired(*grades, resamples=10_000, seed=0)
 
 
 def paired_text(difference: dict) -> str:
