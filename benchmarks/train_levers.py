@@ -62,12 +62,13 @@ def run_variant(source: Path, target: Path, overrides: list[str], method_names: 
     return result
 
 
-def parse_arguments(description: str, methods: str, json_name: str):
+def parse_arguments(description: str, methods: str, json_name: str, variants_required: bool = True):
     """The options every side-by-side benchmark on finished runs takes: (args, method names,
     [(variant name, its --set overrides)])."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, action="append", required=True, help="a finished run (repeatable)")
-    parser.add_argument("--variant", action="append", required=True, help="NAME:SETTING=VALUE,... (repeatable)")
+    parser.add_argument("--variant", action="append", required=variants_required, default=[],
+                        help="NAME:SETTING=VALUE,... (repeatable)")
     parser.add_argument("--methods", default=methods)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / json_name)
