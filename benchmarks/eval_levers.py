@@ -15,23 +15,17 @@ questions, and the evaluation seconds of each variant; writes JSON.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from train_levers import paired, paired_text, parse_arguments, score, variant_dir
+from train_levers import paired, paired_text, parse_arguments, score, variant_copy, variant_dir
 
 from promptdistill import pipeline
 from promptdistill.files import read_jsonl
 from promptdistill.methods import METHODS
-from promptdistill.rundir import RunDir
 
 
 def evaluate_variant(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> dict:
-    if not target.exists():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache"))
-    run = RunDir(target)
-    config = run.load_config(overrides)
-    run.save_config(config)
+    run, config = variant_copy(source, target, overrides)
     result = {"records": {}, "seconds": {}}
     for name in method_names:
         pipeline.evaluate(run, config, METHODS[name])

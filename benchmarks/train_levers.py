@@ -47,12 +47,18 @@ def score(records: list[dict]) -> dict:
     return {"contains": sum(values) / len(values), "interval": [low, high]}
 
 
-def run_variant(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> dict:
+def variant_copy(source: Path, target: Path, overrides: list[str]):
+    """(run, config) of `target`: a copy of the finished run `source` (made once) with `overrides`."""
     if not target.exists():
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache"))
     run = RunDir(target)
     config = run.load_config(overrides)
     run.save_config(config)
+    return run, config
+
+
+def run_variant(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> dict:
+    run, config = variant_copy(source, target, overrides)
     result = {"records": {}, "train_seconds": {}}
     for name in method_names:
         pipeline.train(run, config, METHODS[name])
