@@ -11,6 +11,8 @@ process (a clean peak-memory reading) and is compared with the first variant of 
   train    one sft epoch (cross-entropy, LoRA): model dtype float32 against bfloat16, each
            without autocast (mixed=none) and bfloat16 with train.mixed_precision=auto
   teacher  the cached teacher's pass over pd answers: float32 against bfloat16
+  parts    one pd epoch as the built-in preset trains it (bfloat16 autocast, cached teacher), its
+           batches whole (train.max_batch_tokens=0) or run in parts of at most N tokens
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
 Prints seconds, throughput and peak memory with ratios to the first variant of each kind, and
 writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
@@ -39,6 +41,9 @@ VARIANTS = [
     ("train", {"dtype": "bfloat16", "mixed": "auto"}),
     ("teacher", {"dtype": "float32"}),
     ("teacher", {"dtype": "bfloat16"}),
+    ("parts", {"max_batch_tokens": 0}),
+    ("parts", {"max_batch_tokens": 512}),
+    ("parts", {"max_batch_tokens": 256}),
     ("rag", {"k": 7}),
     ("rag", {"k": 3}),
 ]
@@ -61,6 +66,8 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
     config = run.load_config()
     if kind == "draw":
         options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
+    if kind == "parts":
+        options = {"dtype": "bfloat16", "mixed": "auto", **options}
     model = ModelConfig(config.model.name, options.get("dtype", "float32"))
     started = time.time()
     result: dict = {}
@@ -76,20 +83,24 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                                groups=[q["passage_id"] for q in questions])
         result["tokens"] = sum(backend.count_tokens(reply) for reply in replies)
         result["items"] = len(replies)
-    elif kind in ("train", "teacher"):
+    elif kind in ("train", "teacher", "parts"):
         from promptdistill.models import default_device, load_model, training_precision
 
         weights, mixed = training_precision(model, options.get("mixed", "none"), default_device())
-        loaded, tokenizer = load_model(model, dtype=weights if kind == "train" else None)
+        loaded, tokenizer = load_model(model, dtype=weights if kind != "teacher" else None)
         method = METHODS["sft" if kind == "train" else "pd"]
         examples = pipeline.training_examples(run, tokenizer, method)[:train_examples]
         with tempfile.TemporaryDirectory() as scratch:
             started = time.time()
-            if kind == "train":
+            if kind in ("train", "parts"):
+                from promptdistill.teacher import TeacherCache
                 from promptdistill.train.loop import train_adapter
 
                 train_config = dataclasses.replace(config.train, epochs=1)
+                if kind == "parts":
+                    train_config = dataclasses.replace(train_config, max_batch_tokens=options["max_batch_tokens"])
                 train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0,
+                              teacher_cache=TeacherCache(run.teacher) if kind == "parts" else None,
                               mixed_precision=mixed)
             else:
                 from promptdistill.teacher import TeacherInput, build_teacher_cache
@@ -126,7 +137,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,draw,train,teacher,rag", help="which kinds of variant to run")
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,rag", help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
