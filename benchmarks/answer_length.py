@@ -19,10 +19,10 @@ the seconds spent answering and training; writes JSON.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from train_levers import paired, paired_text, parse_arguments, run_variant, score, variant_dir
+from train_levers import (paired, paired_text, parse_arguments, run_variant, score_text, scored_against, variant_copy,
+                          variant_dir)
 
 from promptdistill import pipeline
 from promptdistill.files import read_jsonl, write_jsonl
@@ -33,27 +33,24 @@ from promptdistill.report import answer_coverage
 from promptdistill.rundir import RunDir
 
 
-def copy_without_answers(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> RunDir:
-    """A copy of `source` with `overrides` in its config, without the trained methods' adapters,
+def copy_without_answers(source: Path, target: Path, overrides: list[str], method_names: list[str]):
+    """(run, config) of a copy of `source` with `overrides`, without the trained methods' adapters,
     replies and the teacher cache (the pipeline makes them anew)."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache", "teacher", *method_names))
-    run = RunDir(target)
-    run.save_config(run.load_config(overrides))
+    run, config = variant_copy(source, target, overrides, leave_out=("teacher", *method_names))
     for name in method_names:
         run.eval(name).unlink(missing_ok=True)
-    return run
+    return run, config
 
 
 def first_sentence_run(source: Path, target: Path, method_names: list[str]) -> None:
-    run = copy_without_answers(source, target, ["synth.answer_length=sentence"], method_names)
+    run, _ = copy_without_answers(source, target, ["synth.answer_length=sentence"], method_names)
     for name in method_names:
         answers = read_jsonl(run.answers(name))
         write_jsonl(run.answers(name), [{**a, "answer": cut_at_stop(a["answer"], SENTENCE_ENDS)} for a in answers])
 
 
 def regenerated_run(source: Path, target: Path, overrides: list[str], method_names: list[str]) -> None:
-    run = copy_without_answers(source, target, overrides, method_names)
-    config = run.load_config([])
+    run, config = copy_without_answers(source, target, overrides, method_names)
     for name in method_names:
         run.answers(name).unlink()
         pipeline.answers(run, config, METHODS[name])
@@ -68,19 +65,20 @@ def measure_run(source: Path, out: Path, method_names: list[str], variants: list
         if not targets[name].exists():
             regenerated_run(source, targets[name], overrides, method_names)
     outcomes = {variant: run_variant(source, target, [], method_names) for variant, target in targets.items()}
-    tests = read_jsonl(RunDir(source).test_questions)
-    tokenizer = load_tokenizer(RunDir(source).load_config([]).model)
+    source_run = RunDir(source)
+    tests = read_jsonl(source_run.test_questions)
+    tokenizer = load_tokenizer(source_run.load_config().model)
     rows = {}
     for variant, target in targets.items():
         run, outcome = RunDir(target), outcomes[variant]
         docs = {passage.id: passage.doc_id for passage in run.load_passages()}
-        manifests = {name: json.loads(run.manifest(f"answers-{name}").read_text()) for name in method_names}
-        row = {"train_seconds": outcome["train_seconds"],  # answering: none for answers cut from the run's
-               "answer_seconds": {} if variant == "first-sentence" else {n: m["seconds"] for n, m in manifests.items()}}
+        answered = variant != "first-sentence"  # answers cut from the run's took no answering
+        row = {"train_seconds": outcome["train_seconds"],
+               "answer_seconds": {name: json.loads(run.manifest(f"answers-{name}").read_text())["seconds"]
+                                  for name in method_names} if answered else {},
+               **scored_against(outcome["records"], outcomes["cap"]["records"], method_names, "cap")}
         for name in method_names:
             answers = read_jsonl(run.answers(name))
-            row[name] = score(outcome["records"][name])
-            row[f"{name} - cap"] = paired(outcome["records"][name], outcomes["cap"]["records"][name])
             row[f"{name} answer tokens"] = sum(len(tokenizer(a["answer"])["input_ids"]) for a in answers)
             row[f"{name} coverage"] = answer_coverage(tests, docs, read_jsonl(run.questions), answers)["covered"]
         if {"pd", "sft"} <= set(method_names):
@@ -98,8 +96,7 @@ def print_table(source: str, result: dict, method_names: list[str]) -> None:
     for variant, row in result["variants"].items():
         cells = []
         for name in method_names:
-            low, high = row[name]["interval"]
-            cells += [f"{row[name]['contains']:.0f} [{low:.0f}, {high:.0f}]", paired_text(row[f"{name} - cap"]),
+            cells += [score_text(row[name]), paired_text(row[f"{name} - cap"]),
                       str(row[f"{name} answer tokens"]), f"{row[f'{name} coverage']:.0f}"]
         gap = paired_text(row["pd - sft"]) if "pd - sft" in row else "-"
         answering = f"{sum(row['answer_seconds'].values()):.0f}" if row["answer_seconds"] else "-"

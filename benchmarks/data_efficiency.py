@@ -21,7 +21,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from train_levers import paired, paired_text, run_variant, score
+from train_levers import paired, paired_text, run_variant, score, score_text
 
 from promptdistill.files import read_jsonl, write_jsonl
 from promptdistill.report import answer_coverage
@@ -92,8 +92,7 @@ def print_table(source: str, result: dict, method_names: list[str]) -> None:
     for scale, row in result["scales"].items():
         cells = []
         for method in method_names:
-            low, high = row[method]["interval"]
-            cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]", f"{row[f'{method} coverage']:.0f}"]
+            cells += [score_text(row[method]), f"{row[f'{method} coverage']:.0f}"]
         gap = paired_text(row["pd - sft"]) if "pd - sft" in row else "-"
         print(f"| {scale} | {row['training_questions']} | " + " | ".join(cells) +
               f" | {gap} | {sum(row['train_seconds'].values()):.0f} |")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train_levers import paired, paired_text, parse_arguments, score, variant_copy, variant_dir
+from train_levers import paired_text, parse_arguments, score_text, scored_against, variant_copy, variant_dir
 
 from promptdistill import pipeline
 from promptdistill.files import read_jsonl
@@ -44,11 +44,8 @@ def main() -> None:
         rows = {}
         for name, overrides in variants:
             outcome = outcomes[name]
-            row = {"settings": overrides, "seconds": outcome["seconds"]}
-            for method in method_names:
-                row[method] = score(outcome["records"][method])
-                row[f"{method} - reference"] = paired(outcome["records"][method], reference["records"][method])
-            rows[name] = row
+            rows[name] = {"settings": overrides, "seconds": outcome["seconds"],
+                          **scored_against(outcome["records"], reference["records"], method_names)}
         results[str(source)] = {"questions": len(reference["records"][method_names[0]]), "variants": rows}
 
     for source, result in results.items():
@@ -58,9 +55,7 @@ def main() -> None:
         for name, row in result["variants"].items():
             cells = []
             for method in method_names:
-                low, high = row[method]["interval"]
-                cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]",
-                          paired_text(row[f"{method} - reference"])]
+                cells += [score_text(row[method]), paired_text(row[f"{method} - reference"])]
             print(f"| {name} | " + " | ".join(cells) + f" | {sum(row['seconds'].values()):.0f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

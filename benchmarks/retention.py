@@ -18,7 +18,7 @@ import json
 from functools import partial
 from pathlib import Path
 
-from train_levers import paired, paired_text, parse_arguments, run_variant, score, variant_dir
+from train_levers import paired, paired_text, parse_arguments, run_variant, score, score_text, variant_dir
 
 from promptdistill import pipeline, report, retention
 from promptdistill.methods import METHODS
@@ -70,8 +70,7 @@ def main() -> None:
             for method in method_names:
                 cell = row[method]
                 contains, (kept, kept_interval), (drift, drift_interval) = cell["contains"], cell["retention"], cell["drift"]
-                print(f"| {name} | {method} | {contains['contains']:.0f} [{contains['interval'][0]:.0f}, "
-                      f"{contains['interval'][1]:.0f}] | {paired_text(cell['contains - reference'])} | "
+                print(f"| {name} | {method} | {score_text(contains)} | {paired_text(cell['contains - reference'])} | "
                       f"{kept:.0f} [{kept_interval[0]:.0f}, {kept_interval[1]:.0f}] | "
                       f"{paired_text(cell['retention - reference'])} | {drift:.3f} [{drift_interval[0]:.3f}, "
                       f"{drift_interval[1]:.3f}] | {cell['train_seconds']:.0f} | {cell['train_time_ratio']:.2f} |")

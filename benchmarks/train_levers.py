@@ -41,16 +41,33 @@ def paired_text(difference: dict) -> str:
     return f"{difference['difference']:+.0f} [{low:+.0f}, {high:+.0f}]"
 
 
+def score_text(scored: dict) -> str:
+    """A `score` as "30 [18, 42]"."""
+    low, high = scored["interval"]
+    return f"{scored['contains']:.0f} [{low:.0f}, {high:.0f}]"
+
+
+def scored_against(records: dict[str, list[dict]], reference: dict[str, list[dict]], method_names: list[str],
+                   reference_name: str = "reference") -> dict:
+    """Per method, its `score` and its `paired` change against the reference's records of that method."""
+    row = {}
+    for method in method_names:
+        row[method] = score(records[method])
+        row[f"{method} - {reference_name}"] = paired(records[method], reference[method])
+    return row
+
+
 def score(records: list[dict]) -> dict:
     values = [100 * record["contains"] for record in records]
     low, high = bootstrap_interval(values)
     return {"contains": sum(values) / len(values), "interval": [low, high]}
 
 
-def variant_copy(source: Path, target: Path, overrides: list[str]):
-    """(run, config) of `target`: a copy of the finished run `source` (made once) with `overrides`."""
+def variant_copy(source: Path, target: Path, overrides: list[str], leave_out: tuple[str, ...] = ()):
+    """(run, config) of `target`: a copy of the finished run `source` (made once, without the
+    files and folders named in `leave_out`) with `overrides`."""
     if not target.exists():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache"))
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("export", "cache", *leave_out))
     run = RunDir(target)
     config = run.load_config(overrides)
     run.save_config(config)
@@ -102,10 +119,8 @@ def main() -> None:
             outcome = per_variant[name]
             seconds = sum(outcome["train_seconds"].values())
             row = {"settings": overrides, "train_seconds": outcome["train_seconds"],
-                   "train_time_ratio": seconds / reference_seconds}
-            for method in method_names:
-                row[method] = score(outcome["records"][method])
-                row[f"{method} - reference"] = paired(outcome["records"][method], reference["records"][method])
+                   "train_time_ratio": seconds / reference_seconds,
+                   **scored_against(outcome["records"], reference["records"], method_names)}
             if {"pd", "sft"} <= set(method_names):
                 row["pd - sft"] = paired(outcome["records"]["pd"], outcome["records"]["sft"])
             rows[name] = row
@@ -119,9 +134,7 @@ def main() -> None:
         for name, row in result["variants"].items():
             cells = []
             for method in method_names:
-                low, high = row[method]["interval"]
-                change = row[f"{method} - reference"]
-                cells += [f"{row[method]['contains']:.0f} [{low:.0f}, {high:.0f}]", paired_text(change)]
+                cells += [score_text(row[method]), paired_text(row[f"{method} - reference"])]
             gap = row.get("pd - sft")
             gap_text = paired_text(gap) if gap else "-"
             print(f"| {name} | " + " | ".join(cells) +
