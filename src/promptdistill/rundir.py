@@ -4,9 +4,10 @@ A stage declares the settings it reads, the upstream files it consumes and the f
 Its key hashes its name, those settings and the contents of those inputs. A stage counts as done
 only when its manifest (manifests/STAGE.json) holds the same key and every recorded output still
 exists with its recorded hash; otherwise it runs, and its manifest records key, outputs, counts,
-wall time and (on Linux) the stage's own peak memory. So a changed setting reruns exactly the stages that read it, a changed file
-reruns what consumes it (and, through the new outputs, everything after), and a deleted or
-truncated output is made again instead of breaking a later stage.
+wall time and (on Linux) the stage's own peak memory. So a changed setting reruns exactly the
+stages that read it, a changed file reruns what consumes it (and, through the new outputs,
+everything after), and a deleted or truncated output is made again instead of breaking a later
+stage.
 """
 
 from __future__ import annotations
