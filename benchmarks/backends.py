@@ -42,7 +42,8 @@ def main() -> None:
     config = run.load_config()
     passages = {passage.id: passage for passage in run.load_passages()}
     questions = read_jsonl(run.questions)[: args.prompts]
-    prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
+    prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"], config.synth.teacher_instruction)
+               for q in questions]
     sampling = Sampling(config.synth.pd_answer_temperature, config.synth.max_answer_tokens, config.synth.top_p,
                         top_k=config.synth.top_k)
 

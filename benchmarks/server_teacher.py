@@ -42,7 +42,7 @@ def measure(run_dir: Path, answers: int, top_k: int, temperature: float) -> dict
     rows = {"exact tail": [], "T=1 tail": [], "estimate (in use)": [], "thick bound": [], "thin bound": []}
     errors = {name: [] for name in ("estimate (in use)", "thick bound", "thin bound")}
     kls = {name: [] for name in errors}
-    for example in pipeline.training_examples(run, tokenizer, methods.METHODS["pd"])[:answers]:
+    for example in pipeline.training_examples(run, config, tokenizer, methods.METHODS["pd"])[:answers]:
         prefix, suffix = example.teacher_ids[:example.teacher_prefix_length], example.teacher_ids[example.teacher_prefix_length:]
         full = prefix_shared_teacher_targets(model, prefix, [(suffix, example.answer_ids)], vocab, 1.0, 1)[0]
         raw = full.logprobs.double()  # every token, most likely first, at T=1

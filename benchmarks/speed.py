@@ -76,7 +76,8 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
         backend.own_draw = options.get("draw", "own") == "own"
         passages = {p.id: p for p in run.load_passages()}
         questions = read_jsonl(run.questions)[:answers]
-        prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
+        prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"], config.synth.teacher_instruction)
+                   for q in questions]
         stop = SENTENCE_ENDS if options["stop"] else ()
         started = time.time()
         replies = generate_all(backend, prompts, Sampling(0.7, 64, 0.9, stop), seed=0, batch_size=options["batch"],
@@ -89,7 +90,7 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
         weights, mixed = training_precision(model, options.get("mixed", "none"), default_device())
         loaded, tokenizer = load_model(model, dtype=weights if kind != "teacher" else None)
         method = METHODS["sft" if kind == "train" else "pd"]
-        examples = pipeline.training_examples(run, tokenizer, method)[:train_examples]
+        examples = pipeline.training_examples(run, config, tokenizer, method)[:train_examples]
         with tempfile.TemporaryDirectory() as scratch:
             started = time.time()
             if kind in ("train", "parts"):

@@ -154,6 +154,22 @@ def test_a_cross_entropy_weight_retrains_pd_only_and_zero_leaves_the_run_as_it_w
     assert ran == ["train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]  # the teacher cache stands
 
 
+def test_a_teacher_instruction_reanswers_retrains_and_reasks_with_the_passage_and_empty_leaves_the_run(finished, ran):
+    run, config = finished
+    pipeline.run_all(run, dataclasses.replace(config, synth=dataclasses.replace(config.synth, teacher_instruction="")))
+    assert ran == []  # empty, the setting is not in the key: runs from before it existed stand
+    instruction = "Answer from the text."
+    pipeline.run_all(run, dataclasses.replace(config, synth=dataclasses.replace(config.synth,
+                                                                               teacher_instruction=instruction)))
+    # The scripted expert's answers do not depend on the prompt, so sft's training data stands; pd's
+    # teacher reads the prompt.
+    assert ran == ["answers-sft", "answers-pd", "teacher", "train-pd", "evaluate-pd", "evaluate-rag", "evaluate-pd+rag",
+                   "evaluate-open-book", "retention-pd"]
+    asked = [prompt for prompt in ScriptedExpert.prompts if "?" in prompt.split("\n\n")[-1]]
+    with_passage = [prompt for prompt in asked if "\n\n" in prompt]  # closed-book prompts are the question alone
+    assert with_passage and all(prompt.split("\n\n")[-2] == instruction for prompt in with_passage)
+
+
 def test_rag_k_reevaluates_the_retrieving_methods_only(finished, ran):
     run, config = finished
     pipeline.run_all(run, dataclasses.replace(config, eval=dataclasses.replace(config.eval, rag_k=1)))
@@ -234,11 +250,11 @@ def test_pd_and_sft_answers_are_independent_samples_and_each_trains_on_its_own(f
 
     tokenizer = load_tokenizer(config.model)
     for name, answers in (("pd", pd), ("sft", sft)):
-        examples = pipeline.training_examples(run, tokenizer, METHODS[name])
+        examples = pipeline.training_examples(run, config, tokenizer, METHODS[name])
         assert [e.answer_ids[:-1] for e in examples] == [
             tokenizer(a["answer"], add_special_tokens=False).input_ids for a in answers]
-    assert all(e.teacher_ids for e in pipeline.training_examples(run, tokenizer, METHODS["pd"]))
-    assert all(e.teacher_ids is None for e in pipeline.training_examples(run, tokenizer, METHODS["sft"]))
+    assert all(e.teacher_ids for e in pipeline.training_examples(run, config, tokenizer, METHODS["pd"]))
+    assert all(e.teacher_ids is None for e in pipeline.training_examples(run, config, tokenizer, METHODS["sft"]))
 
 
 def test_a_stage_command_records_a_set_and_says_so(finished, monkeypatch, capsys):
@@ -272,7 +288,7 @@ def test_uft_examples_mask_nothing_but_padding(finished):
 
     run, config = finished
     tokenizer = load_tokenizer(config.model)
-    examples = pipeline.training_examples(run, tokenizer, METHODS["uft"])
+    examples = pipeline.training_examples(run, config, tokenizer, METHODS["uft"])
     batch = Collator(tokenizer.pad_token_id)(examples)
     for row, passage in enumerate(run.load_passages()):
         tokens = tokenizer(passage.text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]

@@ -28,6 +28,17 @@ def test_teacher_prompt_split_is_the_whole_prompt_with_the_passage_in_the_prefix
     assert encode_teacher_prompt(tokenizer, PASSAGE, "what ?")[0] == prefix
 
 
+def test_a_teacher_instruction_sits_between_passage_and_question_in_the_shared_prefix(tokenizer):
+    instruction = "Answer the question below from the text above."
+    prefix, suffix = encode_teacher_prompt(tokenizer, PASSAGE, "who founded velmora ?", instruction)
+    assert teacher_prompt(PASSAGE, "who founded velmora ?", instruction) == (
+        f"{PASSAGE}\n\n{instruction}\n\nwho founded velmora ?")
+    assert prefix + suffix == encode_prompt(tokenizer, teacher_prompt(PASSAGE, "who founded velmora ?", instruction))
+    plain_prefix, plain_suffix = encode_teacher_prompt(tokenizer, PASSAGE, "who founded velmora ?")
+    assert suffix == plain_suffix and len(prefix) > len(plain_prefix)  # the instruction is all in the prefix
+    assert encode_teacher_prompt(tokenizer, PASSAGE, "what ?", instruction)[0] == prefix
+
+
 def test_answer_ids_end_with_end_of_turn(tokenizer):
     ids = encode_answer(tokenizer, "tobin quarrel")
     assert tokenizer.convert_ids_to_tokens(ids) == ["tobin", "quarrel", "<|im_end|>"]

@@ -41,7 +41,8 @@ def ask(run: RunDir, config: RunConfig, question: str, name: str = "pd", rag: bo
         retriever = make_retriever(config.eval, run.load_passages())
         contexts = [join_passages(retriever.search(question, config.eval.rag_k))]
     backend = make_backend(config.model, adapter)
-    return answer_questions(backend, [question], contexts, config.eval, description="")[0]
+    return answer_questions(backend, [question], contexts, config.eval, description="",
+                            teacher_instruction=config.synth.teacher_instruction)[0]
 
 
 class ChatModel:

@@ -29,6 +29,9 @@ QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions:
 TEACHERS = ("cached", "server", "online")
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
 REPLAYS = ("none", "self")  # what training mixes in to keep the model's general behaviour: retention.py
+# Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
+# out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
+KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": ""}
 
 
 @dataclass
@@ -79,6 +82,9 @@ class SynthConfig:
     answer_length: str = field(
         default="cap", metadata={"help": "cap: answers run until they end or reach max_answer_tokens (the "
                                          "paper's); sentence: each answer ends at its first full sentence"})
+    teacher_instruction: str = field(
+        default="", metadata={"help": "a line between the passage and the question in the teacher's prompt, "
+                                      "which the open-book and rag prompts share; empty: none"})
     max_attempts: int = field(
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},
@@ -311,13 +317,15 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def settings(self, *paths: str) -> dict[str, Any]:
-        """The values of some settings by dotted path, e.g. ("train.epochs", "seed")."""
+        """The values of some settings by dotted path, e.g. ("train.epochs", "seed"), as a stage's
+        key reads them: a setting at its KEY_NEUTRAL value is left out."""
         values = {}
         for path in paths:
             value: Any = self
             for part in path.split("."):
                 value = getattr(value, part)
-            values[path] = value
+            if path not in KEY_NEUTRAL or value != KEY_NEUTRAL[path]:
+                values[path] = value
         return values
 
 

@@ -74,15 +74,16 @@ def gold_context(question: TestQuestion, passages: list[Passage]) -> str:
 
 def answer_questions(
     backend: Backend, questions: list[str], contexts: list[str] | None, config: EvalConfig,
-    description: str, store: BatchStore | None = None,
+    description: str, store: BatchStore | None = None, teacher_instruction: str = "",
 ) -> list[str]:
     """Replies (greedy unless eval.answer_temperature), each with its context (one per question)
-    when given, closed-book otherwise. Evaluation and `promptdistill ask` both answer through here,
-    with the same prompt and decoding."""
+    in the teacher's prompt when given, closed-book otherwise. Evaluation and `promptdistill ask`
+    both answer through here, with the same prompt and decoding."""
     if contexts is None:
         prompts = [student_prompt(question) for question in questions]
     else:
-        prompts = [teacher_prompt(context, question) for question, context in zip(questions, contexts)]
+        prompts = [teacher_prompt(context, question, teacher_instruction)
+                   for question, context in zip(questions, contexts)]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
     sampling = Sampling(config.answer_temperature, config.max_answer_tokens, stop=stop)
     return generate_all(backend, prompts, sampling, seed=0,
@@ -90,7 +91,7 @@ def answer_questions(
 
 
 def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion], passages: list[Passage],
-                    config: EvalConfig, store: BatchStore | None = None) -> list[dict]:
+                    config: EvalConfig, store: BatchStore | None = None, teacher_instruction: str = "") -> list[dict]:
     """Graded replies of `backend` (carrying the method's adapter) in the method's context;
     methods that retrieve also record the passages found and whether the gold document was among them."""
     contexts, retrieved = None, None
@@ -103,7 +104,7 @@ def evaluate_method(backend: Backend, method: Method, tests: list[TestQuestion],
         retrieved = [retriever.search(test.question, config.rag_k) for test in tests]
         contexts = [join_passages(found) for found in retrieved]
     replies = answer_questions(backend, [test.question for test in tests], contexts, config,
-                               f"evaluating {method.name}", store)
+                               f"evaluating {method.name}", store, teacher_instruction)
     records = grade_all(tests, replies, config.match)
     for record, test, found in zip(records, tests, retrieved or []):
         record["retrieved"] = [passage.id for passage in found]

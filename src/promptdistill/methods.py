@@ -42,7 +42,16 @@ TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),
     Training.ANSWERS_CE: ("train.epochs",),
     Training.ANSWERS_DISTILL: ("train.epochs", "train.distill_temperature", "train.divergence",
-                               "train.jsd_beta", "train.teacher"),
+                               "train.jsd_beta", "train.teacher", "train.distill_ce_weight",
+                               "synth.teacher_instruction"),  # the online teacher's prompt
+}
+
+
+# The settings a method's test prompts read beyond the question: a passage goes in the teacher's prompt.
+CONTEXT_SETTINGS = {
+    Context.NONE: (),
+    Context.RETRIEVED: ("synth.teacher_instruction", "eval.retriever", "eval.rag_k"),  # eval.dense_model if dense
+    Context.GOLD: ("synth.teacher_instruction",),
 }
 
 

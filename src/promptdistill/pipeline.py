@@ -119,7 +119,8 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     from promptdistill.synth import answer_questions
 
     settings = config.settings(*MODEL, "seed", method.answer_temperature, "synth.top_p", "synth.top_k",
-                               "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size")
+                               "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size",
+                               "synth.teacher_instruction")
     temperature = settings[method.answer_temperature]
 
     def work():
@@ -135,26 +136,26 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
           extra={"seed_offset": method.answer_seed_offset}).run(run, work)
 
 
-def training_examples(run: RunDir, tokenizer, method: methods.Method) -> list:
+def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method) -> list:
     from promptdistill.train.data import answer_examples, passage_examples
 
     if method.training is methods.Training.PASSAGES:
         return passage_examples(tokenizer, run.load_passages())
-    return answer_examples(tokenizer, run.load_passages(), read_jsonl(run.questions),
-                           read_jsonl(run.answers(method.name)), with_teacher=method.distills)
+    return answer_examples(tokenizer, run.load_passages(), read_jsonl(run.questions), read_jsonl(run.answers(method.name)),
+                           with_teacher=method.distills, teacher_instruction=config.synth.teacher_instruction)
 
 
 def teacher_cache(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """One teacher pass over a distilled method's answers: top-k targets per answer token, in teacher/."""
     from promptdistill.teacher import TeacherInput, build_teacher_cache, build_teacher_cache_from_server
 
-    settings = config.settings(*MODEL, "train.teacher_top_k", "train.distill_temperature")
+    settings = config.settings(*MODEL, "train.teacher_top_k", "train.distill_temperature", "synth.teacher_instruction")
     from_server = config.train.teacher == "server"
 
     def work():
         tokenizer = load_tokenizer(config.model)
         items = [TeacherInput(e.key, e.teacher_ids[:e.teacher_prefix_length], e.teacher_ids[e.teacher_prefix_length:],
-                              e.answer_ids) for e in training_examples(run, tokenizer, method)]
+                              e.answer_ids) for e in training_examples(run, config, tokenizer, method)]
         counts = {"answers": len(items), "answer_tokens": sum(len(item.answer_ids) for item in items),
                   "passages": len({tuple(item.prefix_ids) for item in items})}
         top_k, temperature = config.train.teacher_top_k, config.train.distill_temperature
@@ -186,7 +187,6 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     settings = [*MODEL, "seed", *method.train_settings()]
     if replaying:  # off, the replay settings stay out of the key: runs from before replay existed stand
         inputs, settings = inputs + [run.replay], settings + list(methods.REPLAY_SETTINGS)
-    settings += ["train.distill_ce_weight"] if method.distills and config.train.distill_ce_weight else []  # likewise
     out_dir = run.adapter_dir(method.name)
     stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,
                   [run.adapter(method.name), out_dir / "metrics.json"])
@@ -194,7 +194,7 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     def work():
         weights, mixed_precision = training_precision(config.model, config.train.mixed_precision, default_device())
         model, tokenizer = load_model(config.model, dtype=weights)
-        examples = training_examples(run, tokenizer, method)
+        examples = training_examples(run, config, tokenizer, method)
         if not examples:
             raise UserError(f"train {method.name}: no training examples in {inputs[0]}")
         train_config = config.train
@@ -214,18 +214,18 @@ def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """Answer the test questions with one method, grade them, write eval/METHOD.jsonl."""
     inputs = [run.test_questions, run.passages]
     settings = [*MODEL, "eval.max_answer_tokens", "eval.answer_temperature", "eval.answer_length", "eval.batch_size",
-                "eval.match"]
+                "eval.match", *methods.CONTEXT_SETTINGS[method.context]]
     adapter = run.adapter(method.adapter) if method.adapter else None
     if adapter is not None:
         inputs.append(adapter)
-    if method.context is methods.Context.RETRIEVED:
-        settings += ["eval.retriever", "eval.rag_k"] + (["eval.dense_model"] if config.eval.retriever == "dense" else [])
+    if method.context is methods.Context.RETRIEVED and config.eval.retriever == "dense":
+        settings.append("eval.dense_model")
 
     def work():
         with BatchStore(run.batches(f"evaluate-{method.name}")) as store:
             backend = generation_backend(config, adapter)
             records = evaluate_method(backend, method, run.load_test_questions(), run.load_passages(), config.eval,
-                                      store)
+                                      store, config.synth.teacher_instruction)
         write_jsonl(run.eval(method.name), records)
         return summarise(records)
 

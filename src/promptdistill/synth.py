@@ -126,7 +126,8 @@ def answer_questions(
     fact it was asked for; docs/sampling.md); one with no full sentence, or an empty one, is
     dropped, since an unfinished answer would teach the student never to stop.
     """
-    prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"]) for q in questions]
+    prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"], config.teacher_instruction)
+               for q in questions]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
     sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop, config.top_k)
     replies = generate_all(

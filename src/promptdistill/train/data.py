@@ -16,7 +16,7 @@ import torch
 
 from promptdistill.corpus import Passage
 from promptdistill.models import chat_prompt, left_pad, shared_prefix_length
-from promptdistill.prompts import student_prompt, teacher_prompt
+from promptdistill.prompts import student_prompt, teacher_context, teacher_prompt
 from promptdistill.teacher import TeacherCache
 
 
@@ -43,22 +43,23 @@ def encode_prompt(tokenizer, user_text: str) -> list[int]:
     return tokenizer(chat_prompt(tokenizer, user_text), add_special_tokens=False).input_ids
 
 
-def encode_teacher_prompt(tokenizer, passage: str, question: str) -> tuple[list[int], list[int]]:
-    """The teacher's prompt as (prefix, suffix) tokens: chat header and passage, then the rest.
+def encode_teacher_prompt(tokenizer, passage: str, question: str, instruction: str = "") -> tuple[list[int], list[int]]:
+    """The teacher's prompt as (prefix, suffix) tokens: chat header, passage and instruction, then the rest.
 
     Tokenized in two parts so that every question on a passage starts with the very same prefix
     tokens, which the cached teacher computes once; the online teacher reads the same tokens.
     """
-    rendered = chat_prompt(tokenizer, teacher_prompt(passage, question))
-    if passage not in rendered:
+    rendered = chat_prompt(tokenizer, teacher_prompt(passage, question, instruction))
+    context = teacher_context(passage, instruction)
+    if context not in rendered:
         raise ValueError("the chat template changed the passage text; cannot split the teacher prompt")
-    split = rendered.index(passage) + len(passage)
+    split = rendered.index(context) + len(context)
     encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
     return encode(rendered[:split]), encode(rendered[split:])
 
 
 def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], answers: list[dict],
-                    with_teacher: bool) -> list[Example]:
+                    with_teacher: bool, teacher_instruction: str = "") -> list[Example]:
     """One example per answer: closed-book question, then the answer; with the open-book
     teacher prompt too for distillation."""
     passages_by_id = {passage.id: passage for passage in passages}
@@ -73,7 +74,7 @@ def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], a
         )
         if with_teacher:
             prefix, suffix = encode_teacher_prompt(tokenizer, passages_by_id[question["passage_id"]].text,
-                                                   question["question"])
+                                                   question["question"], teacher_instruction)
             example.teacher_ids, example.teacher_prefix_length = prefix + suffix, len(prefix)
         examples.append(example)
     return examples
