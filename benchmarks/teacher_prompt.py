@@ -5,9 +5,9 @@
 
 The expert answers the training questions with the teacher's prompt, the pd teacher reads it, and
 the open-book and rag rows are asked with it. Per run, in OUT/RUN/VARIANT: a copy of the run as it
-is (the reference) and each --variant NAME:SETTING=VALUE,..., whose sft and pd answers are generated anew
-(answer_length.py's regenerated_run), whose teacher cache, adapters and evaluations are made anew
-by the pipeline's own stages. Prints per run each method's containment with a 95% interval, the
+is (the reference) and each --variant NAME:SETTING=VALUE,..., whose sft and pd answers are
+generated anew (answer_length.py's regenerated_run), whose teacher cache, adapters and
+evaluations are made anew by the pipeline's own stages. Prints per run each method's containment with a 95% interval, the
 change paired over the same test questions, pd - sft and pd's share of open-book; writes JSON.
 """
 
