@@ -13,6 +13,12 @@ process (a clean peak-memory reading) and is compared with the first variant of 
   teacher  the cached teacher's pass over pd answers: float32 against bfloat16
   parts    one pd epoch as the built-in preset trains it (bfloat16 autocast, cached teacher), its
            batches whole (train.max_batch_tokens=0) or run in parts of at most N tokens
+  memory   the same pd epoch with the preset's parts, without the memory levers, then adding
+           them one by one: the adapted layers' frozen weights cast to bfloat16 once instead of
+           by autocast at every use (cast: models.cast_frozen_linears), the loss over 128 answer
+           tokens at a time (chunks: train/losses.in_chunks), the output layer's input copied to
+           one block (contiguous: models.contiguous_output_input)
+  evaluate pd's adapter answering the run's test questions, without and with "contiguous"
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
 Prints seconds, throughput and peak memory with ratios to the first variant of each kind, and
 writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
@@ -44,6 +50,12 @@ VARIANTS = [
     ("parts", {"max_batch_tokens": 0}),
     ("parts", {"max_batch_tokens": 512}),
     ("parts", {"max_batch_tokens": 256}),
+    ("memory", {"levers": ""}),
+    ("memory", {"levers": "cast"}),
+    ("memory", {"levers": "cast,chunks"}),
+    ("memory", {"levers": "cast,chunks,contiguous"}),
+    ("evaluate", {"levers": ""}),
+    ("evaluate", {"levers": "contiguous"}),
     ("rag", {"k": 7}),
     ("rag", {"k": 3}),
 ]
@@ -66,8 +78,10 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
     config = run.load_config()
     if kind == "draw":
         options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
-    if kind == "parts":
+    if kind in ("parts", "memory"):
         options = {"dtype": "bfloat16", "mixed": "auto", **options}
+    if kind in ("memory", "evaluate"):
+        switch_off_memory_levers(options["levers"].split(","))
     model = ModelConfig(config.model.name, options.get("dtype", "float32"))
     started = time.time()
     result: dict = {}
@@ -84,7 +98,7 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                                groups=[q["passage_id"] for q in questions])
         result["tokens"] = sum(backend.count_tokens(reply) for reply in replies)
         result["items"] = len(replies)
-    elif kind in ("train", "teacher", "parts"):
+    elif kind in ("train", "teacher", "parts", "memory"):
         from promptdistill.models import default_device, load_model, training_precision
 
         weights, mixed = training_precision(model, options.get("mixed", "none"), default_device())
@@ -93,16 +107,16 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
         examples = pipeline.training_examples(run, config, tokenizer, method)[:train_examples]
         with tempfile.TemporaryDirectory() as scratch:
             started = time.time()
-            if kind in ("train", "parts"):
+            if kind in ("train", "parts", "memory"):
                 from promptdistill.teacher import TeacherCache
-                from promptdistill.train.loop import train_adapter
+                from promptdistill.train import loop
 
                 train_config = dataclasses.replace(config.train, epochs=1)
                 if kind == "parts":
                     train_config = dataclasses.replace(train_config, max_batch_tokens=options["max_batch_tokens"])
-                train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0,
-                              teacher_cache=TeacherCache(run.teacher) if kind == "parts" else None,
-                              mixed_precision=mixed)
+                loop.train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0,
+                                   teacher_cache=TeacherCache(run.teacher) if kind != "train" else None,
+                                   mixed_precision=mixed)
             else:
                 from promptdistill.teacher import TeacherInput, build_teacher_cache
 
@@ -112,20 +126,35 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                                     config.synth.batch_size, Path(scratch), {})
         result["tokens"] = sum(len(e.answer_ids) for e in examples)
         result["items"] = len(examples)
-    elif kind == "rag":
+    elif kind in ("rag", "evaluate"):
         from promptdistill.evaluate import evaluate_method, summarise
 
-        eval_config = dataclasses.replace(config.eval, rag_k=options["k"])
-        backend = make_backend(model)
+        eval_config = dataclasses.replace(config.eval, rag_k=options.get("k", config.eval.rag_k))
+        backend = make_backend(config.model, run.adapter("pd") if kind == "evaluate" else None)
         started = time.time()
-        records = evaluate_method(backend, METHODS["rag"], run.load_test_questions(), run.load_passages(),
-                                  eval_config)
+        records = evaluate_method(backend, METHODS["pd" if kind == "evaluate" else "rag"], run.load_test_questions(),
+                                  run.load_passages(), eval_config)
         result["accuracy_contains"] = summarise(records)["contains"]
         result["items"] = len(records)
         result["tokens"] = sum(backend.count_tokens(r["reply"]) for r in records)
     result["seconds"] = time.time() - started
     result["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def switch_off_memory_levers(kept: list[str]) -> None:
+    """The memory levers not in `kept` replaced by what ran before them."""
+    from functools import partial
+
+    from promptdistill import models
+    from promptdistill.train import loop
+
+    if "cast" not in kept:
+        loop.cast_frozen_linears = lambda model, dtype: None
+    if "chunks" not in kept:
+        loop.in_chunks = partial(loop.in_chunks, chunk_tokens=2**62)
+    if "contiguous" not in kept:
+        models.contiguous_output_input = lambda model: None
 
 
 def label(options: dict) -> str:
@@ -138,7 +167,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,rag", help="which kinds of variant to run")
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag", help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()

@@ -111,3 +111,34 @@ def test_sequence_reduction_weighs_each_answer_alike_whatever_its_length():
     per_token_kl = torch.stack([distill_loss(student[i:i + 1], teacher[i:i + 1], 2.0) for i in range(4)])
     assert distill_loss(student, teacher, 2.0, weights=weights).item() == pytest.approx(
         ((per_token_kl[:3].mean() + per_token_kl[3]) / 2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["token", "sequence"])
+def test_a_loss_in_chunks_has_the_whole_loss_and_gradients(reduction):
+    """in_chunks recomputes each chunk in the backward pass: the value and the gradients are those of
+    the loss over every token at once, whatever the weighting; here 10 tokens in chunks of 3."""
+    from functools import partial
+
+    from promptdistill.train.losses import in_chunks, token_weights
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[True] * 6 + [False] * 2, [False] * 4 + [True] * 4])
+    weights = token_weights(mask, reduction)
+    logits, teacher = torch.randn(10, 7, requires_grad=True), torch.randn(10, 7)
+    answer_ids = torch.randint(0, 7, (10,))
+    top = torch.log_softmax(teacher / 2.0, dim=-1).topk(3)
+
+    def kl_and_ce(student, answers, token_ids, logprobs, tail, weights):
+        return (top_k_distill_loss(student, token_ids, logprobs, tail, 2.0, "jsd", 0.3, weights)
+                + cross_entropy(student, answers, weights))
+
+    losses = [(cross_entropy, [answer_ids]),
+              (partial(distill_loss, temperature=2.0, kind="reverse"), [teacher]),
+              (kl_and_ce, [answer_ids, top.indices, top.values, 1 - top.values.exp().sum(-1)])]
+    for loss, targets in losses:
+        whole = loss(logits, *targets, weights=weights)
+        (expected,) = torch.autograd.grad(whole, logits)
+        chunked = in_chunks(loss, logits, targets, weights, chunk_tokens=3)
+        (gradient,) = torch.autograd.grad(chunked, logits)
+        assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
+        assert torch.allclose(gradient, expected, atol=1e-7) and gradient.abs().max() > 1e-3

@@ -176,3 +176,23 @@ def test_a_shared_student_prefix_read_once_gives_the_logits_and_gradients_of_who
     assert results[0][1].keys() == results[1][1].keys() and any("layers.0" in name for name in results[0][1])
     for name, gradient in results[0][1].items():
         torch.testing.assert_close(gradient, results[1][1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_output_layer_reads_one_block_and_gives_the_same_logits(tiny_model_dir):
+    """transformers hands the output layer a strided view of the last positions, which PyTorch's
+    product with a frozen weight expands to a copy of the weight per row; load_model copies the
+    view into one block first (models.contiguous_output_input)."""
+    from promptdistill.config import ModelConfig
+    from promptdistill.models import load_model
+
+    model, _ = load_model(ModelConfig(str(tiny_model_dir), "float32"))
+    model.requires_grad_(False)
+    contiguous = []
+    model.get_output_embeddings().register_forward_pre_hook(lambda layer, inputs: contiguous.append(
+        inputs[0].is_contiguous()))
+    ids = torch.randint(4, 40, (3, 12))
+    with torch.no_grad():
+        last = model(ids, logits_to_keep=2).logits
+        whole = model(ids).logits
+    assert contiguous == [True, True]
+    assert torch.allclose(last, whole[:, -2:], atol=1e-6)

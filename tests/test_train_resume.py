@@ -143,6 +143,29 @@ def test_bfloat16_autocast_trains_float32_adapters_close_to_float32_training(tok
     assert max((mixed[key] - plain[key]).abs().max().item() for key in plain) < 0.05
 
 
+@pytest.mark.parametrize("method", ["sft", "pd"])
+def test_casting_the_frozen_weights_to_bfloat16_trains_the_very_adapter_autocast_trains(tokenizer, tmp_path, method,
+                                                                                       monkeypatch):
+    """Autocast reads every frozen linear weight in bfloat16 anyway: cast once (models.cast_frozen_linears),
+    training ends with the same adapter, bit for bit, as with the weights cast at every use."""
+    config = dataclasses.replace(CONFIG, lora_dropout=0.0)
+    runs, models = [], []
+    for number, cast in enumerate((True, False)):
+        if not cast:
+            monkeypatch.setattr(loop, "cast_frozen_linears", lambda model, dtype: None)
+        models.append(make_model(len(tokenizer)))
+        loop.train_adapter(models[-1], tokenizer.pad_token_id, examples(tokenizer) * 3, METHODS[method], config,
+                           tmp_path / str(number), seed=7, mixed_precision="bf16")
+        runs.append(load_file(tmp_path / str(number) / "adapter" / "adapter_model.safetensors"))
+    cast, plain = runs
+    assert cast.keys() == plain.keys() and all(torch.equal(cast[key], plain[key]) for key in plain)
+    assert max(tensor.abs().max().item() for tensor in plain.values()) > 1e-3  # it did train
+    layers = models[0].model.layers[0]
+    assert layers.self_attn.q_proj.weight.dtype == layers.mlp.down_proj.weight.dtype == torch.bfloat16
+    assert models[0].get_input_embeddings().weight.dtype == torch.float32  # tied to the output layer: left alone
+    assert models[1].model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+
+
 @pytest.mark.parametrize("method, reduction", [("sft", "token"), ("pd", "sequence"), ("uft", "token")])
 def test_a_batch_run_in_parts_trains_the_same_adapter_as_run_whole(tokenizer, tmp_path, method, reduction):
     """train.max_batch_tokens cuts a batch of 4 rows into parts of one row: the parts' gradients

@@ -193,9 +193,10 @@ def training_precision(config: ModelConfig, mixed_precision: str, device: torch.
     """How training computes (train.mixed_precision): (the frozen weights' dtype, "bf16" or "none").
 
     "auto": where model.dtype resolves to bfloat16, the forward passes run under bfloat16 autocast
-    while the adapter, optimizer and loss stay float32; on a CPU the frozen weights stay float32
-    as well, because casting them per product measured faster there than bfloat16 weights meeting
-    the float32 adapter (docs/speed.md). "none": the weights in model.dtype, no autocast.
+    while the adapter, optimizer and loss stay float32; on a CPU the model loads in float32, because
+    its embeddings, norms and residual sums run slower in bfloat16 there (docs/speed.md), and
+    training casts only the adapted layers' frozen weights (cast_frozen_linears). "none": the
+    weights in model.dtype, no autocast.
     """
     compute = pick_dtype(config.dtype, device)
     if mixed_precision == "auto":
@@ -216,7 +217,17 @@ def load_model(config: ModelConfig, device: torch.device | None = None, dtype: t
     except OSError as error:
         raise UserError(f"--model {config.name}: cannot load: {error}") from None
     model.to(device).eval()
+    contiguous_output_input(model)
     return model, load_tokenizer(config)
+
+
+def contiguous_output_input(model) -> None:
+    """Copy what the output layer reads into one block first: transformers hands it the last
+    positions as a strided view, and PyTorch's product of such a 3-D view with a weight that needs
+    no gradient (a frozen or adapted model) expands the weight for every row: 1.7 GB for 32 rows
+    of SmolLM2's 49,152 x 576 output layer, against a copy of a few MB (docs/speed.md)."""
+    model.get_output_embeddings().register_forward_pre_hook(
+        lambda layer, inputs: (inputs[0].contiguous(), *inputs[1:]))
 
 
 def chat_prompt(tokenizer, user_text: str) -> str:
@@ -241,6 +252,26 @@ def add_lora(model, train: TrainConfig):
     with warnings.catch_warnings():  # peft warns about a tied output layer; merged_model unties it
         warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
         return get_peft_model(model, lora)
+
+
+def cast_frozen_linears(model, dtype: torch.dtype) -> None:
+    """The frozen weights of the adapted linear layers, in `dtype`, in place.
+
+    Under `dtype` autocast every product with such a weight reads it cast to `dtype` anyway: cast
+    once, the products and gradients are the same, without a copy made at every use and kept for
+    the backward pass. A weight shared with the input embeddings stays, as the embeddings are read
+    outside autocast. Call it after add_lora: peft initialises the adapter in its base layer's dtype.
+    """
+    embeddings = model.get_input_embeddings().weight
+    for module in model.modules():
+        frozen = getattr(module, "base_layer", None)
+        if isinstance(frozen, torch.nn.Linear) and frozen.weight is not embeddings:
+            frozen.to(dtype)
+    # The frozen weights left may be views of the memory-mapped checkpoint, which then keeps every
+    # page read from it (the replaced weights' too) resident: copied out, the mapping goes.
+    for parameter in model.parameters():
+        if not parameter.requires_grad and parameter.dtype != dtype:
+            parameter.data = parameter.data.clone()
 
 
 def load_adapter(model, adapter_dir: Path, name: str = "default"):

@@ -28,6 +28,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -44,10 +45,10 @@ from promptdistill.config import TrainConfig
 from promptdistill.errors import UserError
 from promptdistill.files import folder_in_place, process_count, write_atomic
 from promptdistill.methods import Method, Training
-from promptdistill.models import add_lora, answer_logits
+from promptdistill.models import add_lora, answer_logits, cast_frozen_linears
 from promptdistill.teacher import TeacherCache, online_teacher_logits
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
-from promptdistill.train.losses import cross_entropy, distill_loss, token_weights, top_k_distill_loss
+from promptdistill.train.losses import cross_entropy, distill_loss, in_chunks, token_weights, top_k_distill_loss
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,31 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"]
     )[mask]
-    weights = token_weights(mask, config.loss_reduction)
+    targets = [batch["answer_ids"][mask]]
+    if training is Training.ANSWERS_DISTILL:
+        if "teacher_token_ids" in batch:
+            targets += [batch[key][mask] for key in ("teacher_token_ids", "teacher_logprobs", "teacher_tail_mass")]
+        else:
+            targets.append(online_teacher_logits(peft_model or student, batch, wrapped=student)[mask])
+    return in_chunks(partial(token_loss, training, config), student_logits, targets,
+                     token_weights(mask, config.loss_reduction))
+
+
+def token_loss(training: Training, config: TrainConfig, student_logits: torch.Tensor, answer_ids: torch.Tensor,
+               *teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted loss of some answer tokens: cross-entropy, or the divergence from the teacher
+    (cached: its top-k ids, log-probabilities and tail mass; online: its logits) plus
+    train.distill_ce_weight x cross-entropy."""
     if training in (Training.ANSWERS_CE, Training.PASSAGES):
-        return cross_entropy(student_logits, batch["answer_ids"][mask], weights)
-    if "teacher_token_ids" in batch:
-        loss = top_k_distill_loss(student_logits, batch["teacher_token_ids"][mask], batch["teacher_logprobs"][mask],
-                                  batch["teacher_tail_mass"][mask], config.distill_temperature,
-                                  config.divergence, config.jsd_beta, weights)
+        return cross_entropy(student_logits, answer_ids, weights)
+    if len(teacher) == 3:
+        loss = top_k_distill_loss(student_logits, *teacher, config.distill_temperature, config.divergence,
+                                  config.jsd_beta, weights)
     else:
-        teacher_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
-        loss = distill_loss(student_logits, teacher_logits, config.distill_temperature, config.divergence,
+        loss = distill_loss(student_logits, teacher[0], config.distill_temperature, config.divergence,
                             config.jsd_beta, weights)
     if config.distill_ce_weight:
-        loss = loss + config.distill_ce_weight * cross_entropy(student_logits, batch["answer_ids"][mask], weights)
+        loss = loss + config.distill_ce_weight * cross_entropy(student_logits, answer_ids, weights)
     return loss
 
 
@@ -126,7 +139,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
     (the training stage's key: same settings and inputs); otherwise OUT starts empty.
     With `mixed_precision` "bf16" (models.training_precision chooses it) the forward passes run
-    under bfloat16 autocast; the adapter, optimizer and losses stay float32. Autocast here, not
+    under bfloat16 autocast; the adapter, optimizer and losses stay float32, and the adapted
+    layers' frozen weights of `model` are cast to bfloat16 in place. Autocast here, not
     Accelerate's mixed_precision, which is fixed for the life of a process.
     """
     out_dir = Path(out_dir)
@@ -149,6 +163,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     if accelerator.device.type == "cpu":  # its backward beats SDPA's on a CPU, most under autocast (docs/speed.md)
         model.set_attn_implementation("eager")
     student = add_lora(model, config)
+    if mixed_precision == "bf16":
+        cast_frozen_linears(student, torch.bfloat16)
     student.train()
 
     batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed,
