@@ -106,9 +106,10 @@ def in_chunks(loss, student_logits: torch.Tensor, targets: list[torch.Tensor], w
     """`loss(student_logits, *targets, weights=...)` over the N tokens, `chunk_tokens` at a time.
 
     Each chunk is recomputed in the backward pass (activation checkpointing), so the float32
-    [N, V] tensors a loss keeps for its gradient (log-probabilities, a copy per term) exist for
-    one chunk at a time: about 0.4 GB fewer for a batch of 500 answer tokens of a 49k vocabulary.
-    The chunks' weighted sums add up to the whole weighted mean (`weights` None: 1 / N each).
+    [N, V] tensors a loss keeps for its gradient (log-probabilities, one set per term) exist for
+    one chunk at a time: 97 MB each for 500 answer tokens of a 49k vocabulary (a demo pd epoch
+    peaked 0.13 GB lower, docs/speed.md). The chunks' weighted sums add up to the whole weighted
+    mean (`weights` None: 1 / N each).
     """
     count = student_logits.shape[0]
     if weights is None:
