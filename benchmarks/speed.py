@@ -167,7 +167,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag", help="which kinds of variant to run")
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag",
+                        help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()

@@ -7,8 +7,9 @@ The expert answers the training questions with the teacher's prompt, the pd teac
 the open-book and rag rows are asked with it. Per run, in OUT/RUN/VARIANT: a copy of the run as it
 is (the reference) and each --variant NAME:SETTING=VALUE,..., whose sft and pd answers are
 generated anew (answer_length.py's regenerated_run), whose teacher cache, adapters and
-evaluations are made anew by the pipeline's own stages. Prints per run each method's containment with a 95% interval, the
-change paired over the same test questions, pd - sft and pd's share of open-book; writes JSON.
+evaluations are made anew by the pipeline's own stages. Prints per run each method's containment
+with a 95% interval, the change paired over the same test questions, pd - sft and pd's share of
+open-book; writes JSON.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def print_table(source: str, result: dict) -> None:
     print("|" + "---|" * (3 + 2 * len(names)))
     for variant, row in result["variants"].items():
         cells = [cell for m in names for cell in (score_text(row[m]), paired_text(row[f"{m} - {REFERENCE}"]))]
-        print(f"| {variant} | " + " | ".join(cells) + f" | {paired_text(row['pd - sft'])} | {row['pd / open-book']:.2f} |")
+        print(f"| {variant} | " + " | ".join(cells)
+              + f" | {paired_text(row['pd - sft'])} | {row['pd / open-book']:.2f} |")
 
 
 def main() -> None:
