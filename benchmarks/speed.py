@@ -20,7 +20,10 @@ process (a clean peak-memory reading) and is compared with the first variant of 
            one block (contiguous: models.contiguous_output_input)
   evaluate pd's adapter answering the run's test questions, without and with "contiguous"
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
-Prints seconds, throughput and peak memory with ratios to the first variant of each kind, and
+  attention the expert's answers (bfloat16, batches of 32, to the cap) and rag (the run's k), each
+           with a decoding step's attention by PyTorch's SDPA kernel or by models.decode_attention
+           (the default on a CPU)
+Prints seconds, throughput and peak memory with ratios to the first variant of each kind (and task), and
 writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
 """
 
@@ -58,6 +61,10 @@ VARIANTS = [
     ("evaluate", {"levers": "contiguous"}),
     ("rag", {"k": 7}),
     ("rag", {"k": 3}),
+    ("attention", {"task": "answer", "attention": "sdpa"}),
+    ("attention", {"task": "answer", "attention": "decode"}),
+    ("attention", {"task": "rag", "attention": "sdpa"}),
+    ("attention", {"task": "rag", "attention": "decode"}),
 ]
 
 
@@ -76,6 +83,12 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
 
     run = RunDir(run_path)
     config = run.load_config()
+    if kind == "attention":  # the preset's answers (bfloat16, batches of 32, to the cap) or rag
+        kind, options = options["task"], {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
+        if options["attention"] == "sdpa":
+            from promptdistill import models
+
+            models.use_decode_attention = lambda model: None
     if kind == "draw":
         options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
     if kind in ("parts", "memory"):
@@ -167,7 +180,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag",
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag,attention",
                         help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
@@ -189,10 +202,10 @@ def main() -> None:
         rows.append({"kind": kind, "options": options, **json.loads(result.stdout.strip().splitlines()[-1])})
         print(f"{kind} {label(options)}: {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
 
-    first: dict[str, dict] = {}
+    first: dict[tuple, dict] = {}
     print(f"{'kind':<8} {'variant':<36} {'seconds':>8} {'x first':>8} {'tokens/s':>9} {'peak MiB':>9} {'accuracy':>9}")
     for row in rows:
-        base = first.setdefault(row["kind"], row)
+        base = first.setdefault((row["kind"], row["options"].get("task")), row)
         row["speedup"] = base["seconds"] / row["seconds"]
         row["tokens_per_second"] = row["tokens"] / row["seconds"]
         accuracy = f"{row['accuracy_contains']:8.1f}%" if "accuracy_contains" in row else f"{'-':>9}"

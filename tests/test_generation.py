@@ -233,3 +233,35 @@ def test_own_draw_and_transformers_sampling_answer_from_the_same_nucleus(tokeniz
     for own_draw in (True, False):
         backend = TransformersBackend(tiny_model, tokenizer, own_draw=own_draw)
         assert backend.generate_batch(PROMPTS[:2], Sampling(1.0, 6, top_k=1), seed=3) == greedy
+
+
+def test_decode_attention_gives_sdpas_logits_on_left_padded_rows_with_a_shared_prefix(tokenizer, tiny_model,
+                                                                                      monkeypatch):
+    from promptdistill import models
+
+    passage = "velmora was founded in 1623 by tobin quarrel . the lighthouse is yellow . " * 2
+    rows = [tokenizer(models.chat_prompt(tokenizer, passage + q), add_special_tokens=False).input_ids
+            for q in PROMPTS[:3]]
+    shared = models.shared_prefix_length(rows)
+    input_ids, attention_mask = models.left_pad(rows, tokenizer.pad_token_id, shared)
+    assert shared and not attention_mask.all()  # a prefix read once, rows of different lengths
+
+    def generated_logits() -> torch.Tensor:
+        output = tiny_model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                     cache=models.shared_prefix_cache(tiny_model, input_ids, shared),
+                                     max_new_tokens=6, do_sample=False, output_logits=True,
+                                     return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+        return torch.stack(output.logits)
+
+    tiny_model.set_attn_implementation("sdpa")
+    expected = generated_logits()
+    original, query_lengths = models.decode_attention, []
+
+    def counted(module, query, *args, **kwargs):
+        query_lengths.append(query.shape[2])
+        return original(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(models, "decode_attention", counted)
+    models.use_decode_attention(tiny_model)
+    torch.testing.assert_close(generated_logits(), expected)
+    assert query_lengths.count(1) == 5 * tiny_model.config.num_hidden_layers  # every step after the first
