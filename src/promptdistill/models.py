@@ -366,7 +366,8 @@ def left_pad(rows: list[list[int]], pad_id: int, shared: int = 0) -> tuple[torch
 def shared_prefix_cache(model, input_ids: torch.Tensor, shared: int):
     """The keys and values of the first `shared` columns (the same tokens in every row, laid out by
     `left_pad`), computed once and repeated for every row of `input_ids`."""
-    cache = model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+    # Only its keys and values are used: no full-vocabulary logits for the prefix (1 is the fewest kept).
+    cache = model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1).cache
     cache.batch_repeat_interleave(input_ids.shape[0])
     return cache
 
