@@ -4,6 +4,7 @@ fake HTTP servers that stand in for generation servers."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# The tests call cli.main() in this process, after tensor code has run in it: a stage forked from it
+# would hang (rundir.STAGE_PROCESSES); test_rundir runs the command line in a process of its own.
+os.environ["PROMPTDISTILL_STAGE_PROCESSES"] = "0"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }} {{ message['content'] }}<|im_end|> "

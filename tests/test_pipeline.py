@@ -2,7 +2,11 @@
 
 import dataclasses
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,6 +141,83 @@ def test_each_stage_records_its_own_peak_memory_not_the_process_s_so_far(tmp_pat
     assert list(costs) == ["big", "small"]
     big, small = costs["big"]["peak_memory_gb"], costs["small"]["peak_memory_gb"]
     assert big - small > 0.5  # the second stage's peak does not include the first's 600 MB
+
+
+kept_by_stages = []  # what a stage's work keeps in memory after it returns
+
+
+def test_a_stage_in_a_process_of_its_own_writes_its_outputs_and_keeps_its_memory_to_itself(tmp_path, monkeypatch):
+    from promptdistill import rundir
+
+    monkeypatch.setattr(rundir, "STAGE_PROCESSES", True)
+    run = RunDir(tmp_path)
+
+    def work():
+        block = bytearray(300 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])
+        kept_by_stages.append(block)
+        (tmp_path / "out").write_text("done")
+        return {"pid": os.getpid()}
+
+    assert Stage("kept", {}, [], [tmp_path / "out"]).run(run, work)
+    manifest = json.loads(run.manifest("kept").read_text())
+    assert manifest["counts"]["pid"] != os.getpid() and manifest["peak_memory_gb"] >= 0.3
+    assert (tmp_path / "out").read_text() == "done" and kept_by_stages == []
+    assert not Stage("kept", {}, [], [tmp_path / "out"]).run(run, work)  # done: skipped
+
+
+def test_an_error_or_a_death_in_a_stage_s_process_is_raised_in_the_command_s(tmp_path, monkeypatch):
+    from promptdistill import rundir
+    from promptdistill.errors import UserError
+
+    monkeypatch.setattr(rundir, "STAGE_PROCESSES", True)
+    run = RunDir(tmp_path)
+
+    def failing(error):
+        def work():
+            raise error
+        return work
+
+    with pytest.raises(UserError, match="^questions.jsonl line 3: not JSON$"):
+        Stage("user", {}, [], [tmp_path / "out"]).run(run, failing(UserError("questions.jsonl line 3: not JSON")))
+    with pytest.raises(ValueError, match="a bug") as raised:
+        Stage("bug", {}, [], [tmp_path / "out"]).run(run, failing(ValueError("a bug")))
+    assert "in the process of stage bug" in raised.value.__notes__[0] and "raise error" in raised.value.__notes__[0]
+    with pytest.raises(RuntimeError, match=r"^killed: its process ended without finishing \(signal SIGKILL"):
+        Stage("killed", {}, [], [tmp_path / "out"]).run(run, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert not list(run.path.glob("manifests/*.json"))
+
+
+@pytest.mark.parametrize("setting, expected", [(None, True), ("0", False)])
+def test_the_command_line_runs_stages_in_processes_of_their_own_unless_told_not_to(setting, expected, monkeypatch):
+    from promptdistill import cli, rundir
+
+    monkeypatch.setattr(rundir, "STAGE_PROCESSES", not expected)  # and back afterwards
+    if setting is None:
+        monkeypatch.delenv("PROMPTDISTILL_STAGE_PROCESSES")
+    else:
+        monkeypatch.setenv("PROMPTDISTILL_STAGE_PROCESSES", setting)
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert rundir.STAGE_PROCESSES is expected
+
+
+def test_a_pipeline_runs_with_its_stages_in_processes_of_their_own(tmp_path, tiny_model_dir):
+    """The command line's own process, not this one: the stages' tensor code runs in forked children."""
+    docs, tests = write_inputs(tmp_path)
+    out = tmp_path / "run"
+    sets = ["train.epochs=1", "train.batch_size=2", "corpus.passage_tokens=12", "synth.questions_per_passage=2",
+            "synth.question_style=single", "synth.batch_size=2", "eval.max_answer_tokens=4",
+            "eval.retention_questions=12"]
+    env = {key: value for key, value in os.environ.items() if key != "PROMPTDISTILL_STAGE_PROCESSES"}
+    subprocess.run([sys.executable, "-m", "promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests),
+                    "--out", str(out), "--model", str(tiny_model_dir), "--methods", "base,sft",
+                    *(arg for value in sets for arg in ("--set", value))], env=env, check=True, capture_output=True)
+    manifests = [json.loads(path.read_text()) for path in (out / "manifests").glob("*.json")]
+    assert {m["stage"] for m in manifests} >= {"questions", "answers-sft", "train-sft", "evaluate-sft",
+                                               "retention-sft"}
+    assert (out / "report.md").is_file()
 
 
 def test_distillation_temperature_retrains_pd_only(finished, ran):

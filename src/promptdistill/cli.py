@@ -422,7 +422,12 @@ SYSTEM_ERRORS = {
 
 
 def main() -> None:
+    from promptdistill import rundir
+
     _setup_logging()
+    # Each stage in a process of its own; 0 keeps them in this one (tests call main() in a process
+    # that has run tensor code: rundir.STAGE_PROCESSES says why that matters).
+    rundir.STAGE_PROCESSES = os.environ.get("PROMPTDISTILL_STAGE_PROCESSES", "1") != "0"
     try:
         app()  # typer reports its own usage errors and exits
     except UserError as error:

@@ -8,6 +8,10 @@ wall time and (on Linux) the stage's own peak memory. So a changed setting rerun
 stages that read it, a changed file reruns what consumes it (and, through the new outputs,
 everything after), and a deleted or truncated output is made again instead of breaking a later
 stage.
+
+Under the command line (`STAGE_PROCESSES`), each stage's work runs in a child process forked for
+it, so that nothing a stage leaves in memory (oneDNN's caches, the heap) carries into the next:
+the run's peak is the largest stage's own.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import gc
 import json
 import logging
 import os
+import pickle
+import signal
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +42,10 @@ from promptdistill.errors import UserError
 from promptdistill.files import content_key, is_main_process, path_digest, read_jsonl, write_atomic
 
 log = logging.getLogger(__name__)
+
+# Set by the command line (cli.main), whose process runs no tensor code of its own between
+# stages: a child forked after OpenMP has run in its parent hangs at its first parallel product.
+STAGE_PROCESSES = False
 
 
 class RunDir:
@@ -211,10 +222,12 @@ class Stage:
             log.info("%s: done, skipping", self.name)
             return False
         log.info("%s: running", self.name)
-        started, measuring = time.time(), _reset_peak_memory()
-        counts = work()
-        peak = _peak_memory_gb() if measuring else None
-        _release_memory()
+        started = time.time()
+        if STAGE_PROCESSES and sys.platform == "linux" and is_main_process():
+            counts, peak = _in_child_process(self.name, work)
+        else:
+            counts, peak = _measured(work)
+            _release_memory()
         missing = [str(path) for path in self.outputs if not path.exists()]
         if missing:
             raise RuntimeError(f"{self.name}: finished without writing {', '.join(missing)}")
@@ -237,6 +250,53 @@ class Stage:
                  ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                            for name, value in counts.items()))
         return True
+
+
+def _measured(work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+    """(work's counts, this process's peak memory in GB while it ran; None where not measured)."""
+    measuring = _reset_peak_memory()
+    counts = work()
+    return counts, _peak_memory_gb() if measuring else None
+
+
+def _in_child_process(name: str, work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+    """`_measured(work)` in a child process forked for it; its memory goes when it ends. An
+    exception in the child is raised here (its traceback as a note), Ctrl-C included."""
+    sys.stdout.flush(), sys.stderr.flush()  # or the child would write the parent's buffered text again
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            result = ("done", _measured(work))
+        except BaseException as error:
+            if not isinstance(error, (UserError, KeyboardInterrupt)):
+                error.add_note(f"in the process of stage {name}:\n{traceback.format_exc().rstrip()}")
+            result = ("error", error)
+        with os.fdopen(write_end, "wb") as pipe:
+            try:
+                pickle.dump(result, pipe)
+            except Exception:  # an exception that does not pickle
+                pickle.dump(("error", RuntimeError(f"{name}: {result[1]!r}")), pipe)
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read()
+    except KeyboardInterrupt:
+        os.kill(pid, signal.SIGINT)  # a no-op if the child got its own
+        raise
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if not message:
+        ended = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+                 else f"exit status {os.WEXITSTATUS(status)}")
+        raise RuntimeError(f"{name}: its process ended without finishing ({ended}; out of memory?)")
+    outcome, value = pickle.loads(message)
+    if outcome == "error":
+        raise value
+    return value
 
 
 def _reset_peak_memory() -> bool:
