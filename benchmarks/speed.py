@@ -20,9 +20,10 @@ process (a clean peak-memory reading) and is compared with the first variant of 
            one block (contiguous: models.contiguous_output_input)
   evaluate pd's adapter answering the run's test questions, without and with "contiguous"
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
-  attention the expert's answers (bfloat16, batches of 32, to the cap) and rag (the run's k), each
-           with a decoding step's attention by PyTorch's SDPA kernel or by models.decode_attention
-           (the default on a CPU)
+  attention the run's question writing (every passage, its settings: rows of one batch share the
+           whole prompt, so no padding mask), the expert's answers (bfloat16, batches of 32, to the
+           cap) and rag (the run's k), each with a decoding step's attention by PyTorch's SDPA
+           kernel or by models.decode_attention (the default on a CPU)
 Prints seconds, throughput and peak memory with ratios to the first variant of each kind (and task), and
 writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
 """
@@ -51,6 +52,8 @@ VARIANTS = [
     ("teacher", {"dtype": "float32"}),
     ("teacher", {"dtype": "bfloat16"}),
     ("parts", {"max_batch_tokens": 0}),
+    ("parts", {"max_batch_tokens": 768}),
+    ("parts", {"max_batch_tokens": 640}),
     ("parts", {"max_batch_tokens": 512}),
     ("parts", {"max_batch_tokens": 256}),
     ("memory", {"levers": ""}),
@@ -61,6 +64,8 @@ VARIANTS = [
     ("evaluate", {"levers": "contiguous"}),
     ("rag", {"k": 7}),
     ("rag", {"k": 3}),
+    ("attention", {"task": "questions", "attention": "sdpa"}),
+    ("attention", {"task": "questions", "attention": "decode"}),
     ("attention", {"task": "answer", "attention": "sdpa"}),
     ("attention", {"task": "answer", "attention": "decode"}),
     ("attention", {"task": "rag", "attention": "sdpa"}),
@@ -83,7 +88,7 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
 
     run = RunDir(run_path)
     config = run.load_config()
-    if kind == "attention":  # the preset's answers (bfloat16, batches of 32, to the cap) or rag
+    if kind == "attention":  # questions, answers (bfloat16, batches of 32, to the cap) or rag
         kind, options = options["task"], {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
         if options["attention"] == "sdpa":
             from promptdistill import models
@@ -111,6 +116,14 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                                groups=[q["passage_id"] for q in questions])
         result["tokens"] = sum(backend.count_tokens(reply) for reply in replies)
         result["items"] = len(replies)
+    elif kind == "questions":
+        from promptdistill.synth import write_questions
+
+        backend = make_backend(model)
+        started = time.time()
+        questions, _ = write_questions(backend, run.load_passages(), config.synth, config.seed)
+        result["tokens"] = sum(backend.count_tokens(q["question"]) for q in questions)
+        result["items"] = len(questions)
     elif kind in ("train", "teacher", "parts", "memory"):
         from promptdistill.models import default_device, load_model, training_precision
 

@@ -138,8 +138,8 @@ def demo(
 ) -> None:
     """The whole pipeline on the bundled fictional documents with the built-in model.
 
-    Quick by default (configs/demo.yaml: about 20 minutes on a 2-core laptop); --full keeps the
-    built-in model's own preset and runs every baseline.
+    Quick by default (configs/demo.yaml: 10 to 20 minutes on a 2-core laptop, docs/speed.md); --full
+    keeps the built-in model's own preset and runs every baseline.
     """
     demo_data = resources.files("promptdistill") / "demo"
     out = out or Path("runs/demo-full" if full else "runs/demo")
