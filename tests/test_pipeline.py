@@ -183,6 +183,14 @@ def test_an_error_or_a_death_in_a_stage_s_process_is_raised_in_the_command_s(tmp
     with pytest.raises(ValueError, match="a bug") as raised:
         Stage("bug", {}, [], [tmp_path / "out"]).run(run, failing(ValueError("a bug")))
     assert "in the process of stage bug" in raised.value.__notes__[0] and "raise error" in raised.value.__notes__[0]
+    class Unpicklable(Exception):
+        def __init__(self, code, detail):
+            super().__init__(f"{code}: {detail}")
+
+    with pytest.raises(RuntimeError, match=r"^odd: Unpicklable\('7: no'\)"):
+        Stage("odd", {}, [], [tmp_path / "out"]).run(run, failing(Unpicklable(7, "no")))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C reaches the child
+        Stage("stopped", {}, [], [tmp_path / "out"]).run(run, lambda: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(RuntimeError, match=r"^killed: its process ended without finishing \(signal SIGKILL"):
         Stage("killed", {}, [], [tmp_path / "out"]).run(run, lambda: os.kill(os.getpid(), signal.SIGKILL))
     assert not list(run.path.glob("manifests/*.json"))

@@ -273,11 +273,15 @@ def _in_child_process(name: str, work: Callable[[], dict[str, Any]]) -> tuple[di
             if not isinstance(error, (UserError, KeyboardInterrupt)):
                 error.add_note(f"in the process of stage {name}:\n{traceback.format_exc().rstrip()}")
             result = ("error", error)
+        try:
+            message = pickle.dumps(result)
+            pickle.loads(message)  # some exceptions pickle but do not unpickle
+        except Exception:
+            error = RuntimeError(f"{name}: {result[1]!r}")
+            error.__notes__ = getattr(result[1], "__notes__", [])
+            message = pickle.dumps(("error", error))
         with os.fdopen(write_end, "wb") as pipe:
-            try:
-                pickle.dump(result, pipe)
-            except Exception:  # an exception that does not pickle
-                pickle.dump(("error", RuntimeError(f"{name}: {result[1]!r}")), pipe)
+            pipe.write(message)
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(0)
     os.close(write_end)
