@@ -261,7 +261,7 @@ def _measured(work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float
 
 def _in_child_process(name: str, work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
     """`_measured(work)` in a child process forked for it; its memory goes when it ends. An
-    exception in the child is raised here (its traceback as a note), Ctrl-C included."""
+    exception in the child is raised here, Ctrl-C included (the child prints a bug's traceback)."""
     sys.stdout.flush(), sys.stderr.flush()  # or the child would write the parent's buffered text again
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -270,16 +270,15 @@ def _in_child_process(name: str, work: Callable[[], dict[str, Any]]) -> tuple[di
         try:
             result = ("done", _measured(work))
         except BaseException as error:
-            if not isinstance(error, (UserError, KeyboardInterrupt)):
-                error.add_note(f"in the process of stage {name}:\n{traceback.format_exc().rstrip()}")
+            if not isinstance(error, (UserError, KeyboardInterrupt)):  # a bug: where it happened
+                print(f"{name}, in the stage's process:", file=sys.stderr)
+                traceback.print_exc()
             result = ("error", error)
         try:
             message = pickle.dumps(result)
             pickle.loads(message)  # some exceptions pickle but do not unpickle
         except Exception:
-            error = RuntimeError(f"{name}: {result[1]!r}")
-            error.__notes__ = getattr(result[1], "__notes__", [])
-            message = pickle.dumps(("error", error))
+            message = pickle.dumps(("error", RuntimeError(f"{name}: {result[1]!r}")))
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(message)
         sys.stdout.flush(), sys.stderr.flush()
