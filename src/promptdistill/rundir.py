@@ -39,7 +39,8 @@ from promptdistill import __version__
 from promptdistill.config import RunConfig, load_run_config
 from promptdistill.corpus import Passage, TestQuestion
 from promptdistill.errors import UserError
-from promptdistill.files import content_key, is_main_process, path_digest, read_jsonl, write_atomic
+from promptdistill.files import (content_key, is_main_process, path_digest, process_count, read_jsonl,
+                                 write_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,8 @@ class Stage:
             return False
         log.info("%s: running", self.name)
         started = time.time()
-        if STAGE_PROCESSES and sys.platform == "linux" and is_main_process():
+        # Not under a multi-process launch: its process group belongs to the launched processes.
+        if STAGE_PROCESSES and sys.platform == "linux" and process_count() == 1:
             counts, peak = _in_child_process(self.name, work)
         else:
             counts, peak = _measured(work)
