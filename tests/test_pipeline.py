@@ -190,8 +190,12 @@ def test_an_error_or_a_death_in_a_stage_s_process_is_raised_in_the_command_s(tmp
 
     with pytest.raises(RuntimeError, match=r"^odd: Unpicklable\('7: no'\)"):
         Stage("odd", {}, [], [tmp_path / "out"]).run(run, failing(Unpicklable(7, "no")))
+    def interrupted():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever earlier tests set
+        os.kill(os.getpid(), signal.SIGINT)
+
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C reaches the child
-        Stage("stopped", {}, [], [tmp_path / "out"]).run(run, lambda: os.kill(os.getpid(), signal.SIGINT))
+        Stage("stopped", {}, [], [tmp_path / "out"]).run(run, interrupted)
     with pytest.raises(RuntimeError, match=r"^killed: its process ended without finishing \(signal SIGKILL"):
         Stage("killed", {}, [], [tmp_path / "out"]).run(run, lambda: os.kill(os.getpid(), signal.SIGKILL))
     assert not list(run.path.glob("manifests/*.json"))
