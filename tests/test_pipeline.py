@@ -80,12 +80,14 @@ def write_inputs(tmp_path, docs=DOCS):
     return folder, tests
 
 
+# A run small enough for the tiny model to go through every stage in seconds.
+TINY_RUN = ["train.epochs=2", "train.uft_epochs=1", "train.batch_size=2", "train.learning_rate=0.01",
+            "corpus.passage_tokens=12", "synth.questions_per_passage=2", "synth.question_style=single",
+            "synth.batch_size=2", "eval.max_answer_tokens=4", "eval.retention_questions=12"]
+
+
 def settings(model_dir, *more):
-    return resolve_config(None, [f"model.name={model_dir}", "train.epochs=2", "train.uft_epochs=1",
-                                 "train.batch_size=2", "train.learning_rate=0.01", "corpus.passage_tokens=12",
-                                 "synth.questions_per_passage=2", "synth.question_style=single", "synth.batch_size=2",
-                                 "eval.max_answer_tokens=4", "eval.retention_questions=12",
-                                 *more])
+    return resolve_config(None, [f"model.name={model_dir}", *TINY_RUN, *more])
 
 
 @pytest.fixture
@@ -220,13 +222,10 @@ def test_a_pipeline_runs_with_its_stages_in_processes_of_their_own(tmp_path, tin
     """The command line's own process, not this one: the stages' tensor code runs in forked children."""
     docs, tests = write_inputs(tmp_path)
     out = tmp_path / "run"
-    sets = ["train.epochs=1", "train.batch_size=2", "corpus.passage_tokens=12", "synth.questions_per_passage=2",
-            "synth.question_style=single", "synth.batch_size=2", "eval.max_answer_tokens=4",
-            "eval.retention_questions=12"]
     env = {key: value for key, value in os.environ.items() if key != "PROMPTDISTILL_STAGE_PROCESSES"}
     subprocess.run([sys.executable, "-m", "promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests),
                     "--out", str(out), "--model", str(tiny_model_dir), "--methods", "base,sft",
-                    *(arg for value in sets for arg in ("--set", value))], env=env, check=True, capture_output=True)
+                    *(arg for value in TINY_RUN for arg in ("--set", value))], env=env, check=True, capture_output=True)
     manifests = [json.loads(path.read_text()) for path in (out / "manifests").glob("*.json")]
     assert {m["stage"] for m in manifests} >= {"questions", "answers-sft", "train-sft", "evaluate-sft",
                                                "retention-sft"}
