@@ -24,8 +24,8 @@ process (a clean peak-memory reading) and is compared with the first variant of 
            whole prompt, so no padding mask), the expert's answers (bfloat16, batches of 32, to the
            cap) and rag (the run's k), each with a decoding step's attention by PyTorch's SDPA
            kernel or by models.decode_attention (the default on a CPU)
-Prints seconds, throughput and peak memory with ratios to the first variant of each kind (and task), and
-writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
+Prints seconds, throughput and peak memory with ratios to the first variant of each kind (and
+task), and writes JSON. Ratios, not seconds, are what to compare: the machine may be shared.
 """
 
 from __future__ import annotations
