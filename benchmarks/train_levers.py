@@ -11,6 +11,9 @@ cache of the run are reused, so the variants differ only in training. A variant 
 equal the run's reuses its adapters. Prints, per run, each variant's closed-book containment
 with a 95% interval, pd - sft and the change against the first variant (both paired over the
 same questions), and training seconds with their ratio to the first variant's; writes JSON.
+With several runs (for example the same demo drawn with several seeds, benchmarks/demo_seeds.py)
+it also prints each variant pooled over them: every run's test questions together, paired the
+same way, so that a lever is judged over more than one draw of the training data.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from promptdistill.files import read_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 from promptdistill.stats import bootstrap_interval
+
+
+def pooled(records_by_run: list[list[dict]]) -> list[dict]:
+    """The records of several runs as one list, each id prefixed by its run's position, so that
+    questions of different runs never pair with each other."""
+    return [{**record, "id": f"{number}/{record['id']}"}
+            for number, records in enumerate(records_by_run) for record in records]
 
 
 def paired(first: list[dict], second: list[dict]) -> dict:
@@ -106,6 +116,26 @@ def variant_dir(out: Path, source: Path, name: str) -> Path:
     return out / source.name / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def pooled_result(results: dict, variants: list, method_names: list[str]) -> dict:
+    """Every variant's scores and paired differences over the test questions of all runs at once
+    (training seconds summed over the runs)."""
+    reference_name = variants[0][0]
+    records = {name: {method: pooled([result["records"][name][method] for result in results.values()])
+                      for method in method_names} for name, _ in variants}
+    seconds = {name: {method: sum(result["variants"][name]["train_seconds"][method] for result in results.values())
+                      for method in method_names} for name, _ in variants}
+    reference_seconds = sum(seconds[reference_name].values())
+    rows = {}
+    for name, overrides in variants:
+        row = {"settings": overrides, "train_seconds": seconds[name],
+               "train_time_ratio": sum(seconds[name].values()) / reference_seconds,
+               **scored_against(records[name], records[reference_name], method_names)}
+        if {"pd", "sft"} <= set(method_names):
+            row["pd - sft"] = paired(records[name]["pd"], records[name]["sft"])
+        rows[name] = row
+    return {"questions": len(records[reference_name][method_names[0]]), "variants": rows, "records": records}
+
+
 def main() -> None:
     args, method_names, variants = parse_arguments(__doc__, "sft,pd", "train_levers.json")
     results = {}
@@ -124,8 +154,13 @@ def main() -> None:
             if {"pd", "sft"} <= set(method_names):
                 row["pd - sft"] = paired(outcome["records"]["pd"], outcome["records"]["sft"])
             rows[name] = row
-        results[str(source)] = {"questions": len(reference["records"][method_names[0]]), "variants": rows}
+        results[str(source)] = {"questions": len(reference["records"][method_names[0]]), "variants": rows,
+                                "records": {name: outcome["records"] for name, outcome in per_variant.items()}}
+    if len(args.run) > 1:
+        results["pooled"] = pooled_result(results, variants, method_names)
 
+    for result in results.values():
+        del result["records"]
     for source, result in results.items():
         print(f"\n{source} ({result['questions']} test questions): containment %, paired differences in points")
         header = "| variant | " + " | ".join(f"{m} [95%] | {m} - ref" for m in method_names)
