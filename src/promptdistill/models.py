@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,11 +207,19 @@ def training_precision(config: ModelConfig, mixed_precision: str, device: torch.
     return (torch.float32 if device.type == "cpu" else compute), "bf16"
 
 
+# oneDNN keeps up to 1,024 prepared products by default (read at its first product), and
+# training's batches of varying widths fill it: about 400 MB of a demo pd training's peak. 64 kept
+# training as fast (docs/speed.md). A value set in the environment is kept.
+ONEDNN_CACHE_CAPACITY = "64"
+
+
 def load_model(config: ModelConfig, device: torch.device | None = None, dtype: torch.dtype | None = None):
     """Load (model, tokenizer) in eval mode on `device`, in `dtype` (default: model.dtype's)."""
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
+    if device.type == "cpu":
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     path = local_model_path(config.name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or pick_dtype(config.dtype, device))
@@ -310,6 +319,58 @@ def cast_frozen_linears(model, dtype: torch.dtype) -> None:
     for parameter in model.parameters():
         if not parameter.requires_grad and parameter.dtype != dtype:
             parameter.data = parameter.data.clone()
+
+
+class _CastAlias(torch.autograd.Function):
+    """`cast` (the value of `source` in a lower dtype, made outside autograd) standing for
+    `source` in the graph: its gradient goes back to `source` in `source`'s dtype, as autocast's
+    own cast does, so several readers' gradients add up in float32 as before."""
+
+    @staticmethod
+    def forward(ctx, source, cast):
+        ctx.source_dtype = source.dtype
+        return cast.view_as(cast)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.source_dtype), None
+
+
+class SharedInputCast:
+    """A forward pre-hook for the products of adapted layers under autocast: their input cast to
+    the autocast dtype once for all the products that read it in a row (q, k and v, frozen and
+    adapter, read one norm's output; the MLP's gate and up another).
+
+    Autocast casts a float32 input anew for each product, and each adapter keeps its copy for the
+    backward pass: three copies of the attention's input, two of the MLP's (about 100 MB on the
+    demo's longest batch, docs/speed.md). Here every product reads a view of one copy, and each
+    view sends its gradient back in float32 as autocast's cast does, so losses and gradients are
+    the same to the bit.
+    """
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+        self.last: tuple = (None, None)  # (a weak reference to the last input, its cast)
+
+    def __call__(self, product, inputs: tuple):
+        hidden = inputs[0]
+        if not torch.is_autocast_enabled(hidden.device.type) or hidden.dtype == self.dtype:
+            return None
+        source, cast = self.last
+        if source is None or source() is not hidden:
+            cast = hidden.detach().to(self.dtype)
+            self.last = (weakref.ref(hidden), cast)
+        return (_CastAlias.apply(hidden, cast), *inputs[1:])
+
+
+def share_input_casts(model, dtype: torch.dtype) -> None:
+    """`SharedInputCast` on the frozen and the adapter's first product of every adapted linear
+    layer of `model` (call it after add_lora)."""
+    shared = SharedInputCast(dtype)
+    for module in model.modules():
+        if isinstance(getattr(module, "base_layer", None), torch.nn.Linear):
+            for product in (module.base_layer, *module.lora_A.values()):
+                product.register_forward_pre_hook(shared)
 
 
 def load_adapter(model, adapter_dir: Path, name: str = "default"):

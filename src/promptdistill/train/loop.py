@@ -45,7 +45,7 @@ from promptdistill.config import TrainConfig
 from promptdistill.errors import UserError
 from promptdistill.files import folder_in_place, process_count, write_atomic
 from promptdistill.methods import Method, Training
-from promptdistill.models import add_lora, answer_logits, cast_frozen_linears
+from promptdistill.models import add_lora, answer_logits, cast_frozen_linears, share_input_casts
 from promptdistill.teacher import TeacherCache, online_teacher_logits
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
 from promptdistill.train.losses import cross_entropy, distill_loss, in_chunks, token_weights, top_k_distill_loss
@@ -139,8 +139,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
     (the training stage's key: same settings and inputs); otherwise OUT starts empty.
     With `mixed_precision` "bf16" (models.training_precision chooses it) the forward passes run
-    under bfloat16 autocast; the adapter, optimizer and losses stay float32, and the adapted
-    layers' frozen weights of `model` are cast to bfloat16 in place. Autocast here, not
+    under bfloat16 autocast; the adapter, optimizer and losses stay float32, the adapted
+    layers' frozen weights of `model` are cast to bfloat16 in place, and the products that read
+    one input share one bfloat16 copy of it (models.share_input_casts). Autocast here, not
     Accelerate's mixed_precision, which is fixed for the life of a process.
     """
     out_dir = Path(out_dir)
@@ -165,6 +166,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     student = add_lora(model, config)
     if mixed_precision == "bf16":
         cast_frozen_linears(student, torch.bfloat16)
+        share_input_casts(student, torch.bfloat16)
     student.train()
 
     batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed,
