@@ -1,6 +1,6 @@
 """Where the demo's time and memory go, and what each speed lever buys: variants side by side.
 
-    python benchmarks/speed.py --run runs/demo [--answers 48] [--train-examples 64]
+    python benchmarks/speed.py --run runs/demo [--answers 48] [--train-examples 64] [--epochs 1]
 
 Reuses the passages, questions and answers of a finished run. Each variant runs in its own
 process (a clean peak-memory reading) and is compared with the first variant of its kind:
@@ -17,7 +17,13 @@ process (a clean peak-memory reading) and is compared with the first variant of 
            them one by one: the adapted layers' frozen weights cast to bfloat16 once instead of
            by autocast at every use (cast: models.cast_frozen_linears), the loss over 128 answer
            tokens at a time (chunks: train/losses.in_chunks), the output layer's input copied to
-           one block (contiguous: models.contiguous_output_input)
+           one block (contiguous: models.contiguous_output_input), oneDNN's cache of prepared
+           products at 64 instead of its 1,024 (cache64: models.ONEDNN_CACHE_CAPACITY), one
+           bfloat16 copy of an input for all the products that read it (shared:
+           models.share_input_casts)
+  allocator the same pd epoch with every memory lever, under glibc's malloc as it comes or with
+           one of its settings in the environment (a fixed threshold above which every block is
+           mapped from the system and handed back when freed; one arena for all threads)
   evaluate pd's adapter answering the run's test questions, without and with "contiguous"
   rag      answering the run's test questions with k retrieved passages: k=7 (the paper's) or 3
   attention the run's question writing (every passage, its settings: rows of one batch share the
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -60,8 +67,14 @@ VARIANTS = [
     ("memory", {"levers": "cast"}),
     ("memory", {"levers": "cast,chunks"}),
     ("memory", {"levers": "cast,chunks,contiguous"}),
-    ("evaluate", {"levers": ""}),
-    ("evaluate", {"levers": "contiguous"}),
+    ("memory", {"levers": "cast,chunks,contiguous,cache64"}),
+    ("memory", {"levers": "cast,chunks,contiguous,cache64,shared"}),
+    ("allocator", {"malloc": ""}),
+    ("allocator", {"malloc": "MALLOC_MMAP_THRESHOLD_=131072"}),
+    ("allocator", {"malloc": "MALLOC_MMAP_THRESHOLD_=1048576"}),
+    ("allocator", {"malloc": "MALLOC_ARENA_MAX=1"}),
+    ("evaluate", {"levers": "cache64"}),
+    ("evaluate", {"levers": "cache64,contiguous"}),
     ("rag", {"k": 7}),
     ("rag", {"k": 3}),
     ("attention", {"task": "questions", "attention": "sdpa"}),
@@ -73,7 +86,7 @@ VARIANTS = [
 ]
 
 
-def measure(run_path: Path, kind: str, options: dict, answers: int, train_examples: int) -> dict:
+def measure(run_path: Path, kind: str, options: dict, answers: int, train_examples: int, epochs: int = 1) -> dict:
     """One variant, in this process."""
     import dataclasses
     import tempfile
@@ -98,6 +111,8 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
         options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
     if kind in ("parts", "memory"):
         options = {"dtype": "bfloat16", "mixed": "auto", **options}
+    if kind == "allocator":  # its setting is in this process's environment (main)
+        kind, options = "memory", {"dtype": "bfloat16", "mixed": "auto", "levers": "cast,chunks,contiguous,cache64,shared"}
     if kind in ("memory", "evaluate"):
         switch_off_memory_levers(options["levers"].split(","))
     model = ModelConfig(config.model.name, options.get("dtype", "float32"))
@@ -137,12 +152,13 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
                 from promptdistill.teacher import TeacherCache
                 from promptdistill.train import loop
 
-                train_config = dataclasses.replace(config.train, epochs=1)
+                train_config = dataclasses.replace(config.train, epochs=epochs)
                 if kind == "parts":
                     train_config = dataclasses.replace(train_config, max_batch_tokens=options["max_batch_tokens"])
-                loop.train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config, Path(scratch), 0,
-                                   teacher_cache=TeacherCache(run.teacher) if kind != "train" else None,
-                                   mixed_precision=mixed)
+                metrics = loop.train_adapter(loaded, tokenizer.pad_token_id, examples, method, train_config,
+                                             Path(scratch), 0, mixed_precision=mixed,
+                                             teacher_cache=TeacherCache(run.teacher) if kind != "train" else None)
+                result["loss"] = metrics["epochs"][-1]["loss"]  # the same for levers that change no number
             else:
                 from promptdistill.teacher import TeacherInput, build_teacher_cache
 
@@ -175,6 +191,10 @@ def switch_off_memory_levers(kept: list[str]) -> None:
     from promptdistill import models
     from promptdistill.train import loop
 
+    if "cache64" not in kept:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "1024"  # oneDNN's own default, kept by load_model
+    if "shared" not in kept:
+        loop.share_input_casts = lambda model, dtype: None
     if "cast" not in kept:
         loop.cast_frozen_linears = lambda model, dtype: None
     if "chunks" not in kept:
@@ -193,7 +213,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished run directory (e.g. runs/demo)")
     parser.add_argument("--answers", type=int, default=48, help="questions answered per answer variant")
     parser.add_argument("--train-examples", type=int, default=64, help="examples per train and teacher variant")
-    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,evaluate,rag,attention",
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per train, parts, memory and allocator variant")
+    parser.add_argument("--kinds", default="answer,draw,train,teacher,parts,memory,allocator,evaluate,rag,attention",
                         help="which kinds of variant to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.json"))
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)  # the child process
@@ -201,7 +222,7 @@ def main() -> None:
 
     if args.variant is not None:
         kind, options = VARIANTS[args.variant]
-        print(json.dumps(measure(args.run, kind, options, args.answers, args.train_examples)))
+        print(json.dumps(measure(args.run, kind, options, args.answers, args.train_examples, args.epochs)))
         return
 
     rows = []
@@ -209,9 +230,11 @@ def main() -> None:
     for number, (kind, options) in enumerate(VARIANTS):
         if kind not in kinds:
             continue
+        malloc = dict(setting.split("=") for setting in options.get("malloc", "").split(",") if setting)
         result = subprocess.run(
             [sys.executable, __file__, "--run", str(args.run), "--variant", str(number), "--answers", str(args.answers),
-             "--train-examples", str(args.train_examples)], check=True, capture_output=True, text=True)
+             "--train-examples", str(args.train_examples), "--epochs", str(args.epochs)],
+            check=True, capture_output=True, text=True, env={**os.environ, **malloc})
         rows.append({"kind": kind, "options": options, **json.loads(result.stdout.strip().splitlines()[-1])})
         print(f"{kind} {label(options)}: {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
 
@@ -225,8 +248,8 @@ def main() -> None:
         print(f"{row['kind']:<8} {label(row['options']):<36} {row['seconds']:8.1f} {row['speedup']:8.2f} "
               f"{row['tokens_per_second']:9.1f} {row['peak_memory_mib']:9.0f} {accuracy}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"run": str(args.run), "answers": args.answers,
-                                    "train_examples": args.train_examples, "rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"run": str(args.run), "answers": args.answers, "train_examples": args.train_examples,
+                                    "epochs": args.epochs, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -166,6 +166,44 @@ def test_casting_the_frozen_weights_to_bfloat16_trains_the_very_adapter_autocast
     assert models[1].model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
 
 
+def test_products_that_read_one_input_share_one_bfloat16_copy_and_the_same_gradients(tokenizer):
+    """models.share_input_casts: q, k and v (and the MLP's gate and up) read one bfloat16 copy of
+    their input instead of a copy each, frozen product and adapter alike; every gradient is the
+    one autocast's own casts give, bit for bit, and the backward pass keeps 3 copies fewer per
+    layer (2 of the attention's input, 1 of the MLP's)."""
+    from promptdistill.models import add_lora, cast_frozen_linears, share_input_casts
+
+    ids = torch.randint(4, len(tokenizer), (2, 8), generator=torch.Generator().manual_seed(0))
+    results = []
+    for shared in (False, True):
+        student = add_lora(make_model(len(tokenizer)), dataclasses.replace(CONFIG, lora_dropout=0.0))
+        cast_frozen_linears(student, torch.bfloat16)
+        if shared:
+            share_input_casts(student, torch.bfloat16)
+        for name, parameter in student.named_parameters():  # B is 0 at first: no gradient would reach A
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, generator=torch.Generator().manual_seed(1))
+        kept = {}
+
+        def keep(tensor):
+            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = student(input_ids=ids).logits.float().logsumexp(-1).mean()
+        loss.backward()
+        results.append((loss.item(), {name: parameter.grad for name, parameter in student.named_parameters()
+                                      if parameter.requires_grad}, sum(kept.values())))
+    (own_loss, own_grads, own_bytes), (shared_loss, shared_grads, shared_bytes) = results
+    assert shared_loss == own_loss
+    assert own_grads.keys() == shared_grads.keys() and len(own_grads) == 2 * 2 * 7  # 2 layers, 7 adapted products
+    assert all(torch.equal(own_grads[name], shared_grads[name]) for name in own_grads)
+    assert all(grad.abs().max() > 0 for grad in own_grads.values())
+    copy = ids.numel() * 32 * 2  # rows x tokens x hidden size x 2 bytes
+    assert own_bytes - shared_bytes == 2 * 3 * copy
+
+
 @pytest.mark.parametrize("method, reduction", [("sft", "token"), ("pd", "sequence"), ("uft", "token")])
 def test_a_batch_run_in_parts_trains_the_same_adapter_as_run_whole(tokenizer, tmp_path, method, reduction):
     """train.max_batch_tokens cuts a batch of 4 rows into parts of one row: the parts' gradients
