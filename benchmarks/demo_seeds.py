@@ -1,33 +1,48 @@
 """The quick demo drawn with several seeds: how much of pd - sft is the draw.
 
     python benchmarks/demo_seeds.py --seeds 0,1,2 --root runs/seeds [--out benchmarks/results/demo_seeds.json]
+    python benchmarks/demo_seeds.py --seeds 0,1,2 --root runs/seeds-t025 --from runs/seeds \
+        --set synth.pd_answer_temperature=0.25
 
-Runs `promptdistill demo --set seed=N` into ROOT/seed-N for each seed (every question and
-answer drawn anew; a finished run is resumed, so its stages are skipped), then prints each run's
-closed-book accuracies, pd - sft with its paired interval, and the share of test questions the
-training answers cover, with the mean and range of pd - sft over the seeds, and writes JSON.
+Runs `promptdistill demo --set seed=N` (and every --set) into ROOT/seed-N for each seed (every
+question and answer drawn anew; a finished run is resumed, so its stages are skipped), then
+prints each run's closed-book accuracies, pd - sft with its paired interval, and the share of
+test questions the training answers cover, with pd - sft over all seeds' questions at once
+(paired), and writes JSON. With --from, each run starts as a copy of FROM/seed-N, so only the
+stages a --set changes run again, and pd's change against FROM's pd is printed too, per seed and
+over all seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from train_levers import paired, paired_text, pooled
+
+from promptdistill.files import read_jsonl
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--root", type=Path, required=True, help="folder of the runs, one seed-N each")
+    parser.add_argument("--set", action="append", default=[], help="a setting for every run (repeatable)")
+    parser.add_argument("--from", dest="start", type=Path, help="folder of finished runs to start from")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_seeds.json"))
     args = parser.parse_args()
 
     rows = []
     for seed in [int(seed) for seed in args.seeds.split(",")]:
         run = args.root / f"seed-{seed}"
-        subprocess.run([sys.executable, "-m", "promptdistill", "demo", "--out", str(run), "--set", f"seed={seed}"],
+        if args.start and not run.exists():
+            shutil.copytree(args.start / run.name, run)
+        settings = [part for setting in [f"seed={seed}", *args.set] for part in ("--set", setting)]
+        subprocess.run([sys.executable, "-m", "promptdistill", "demo", "--out", str(run), *settings],
                        check=True, stdout=subprocess.DEVNULL)
         report = json.loads((run / "report.json").read_text())
         rows.append({"seed": seed, "run": str(run),
@@ -43,10 +58,23 @@ def main() -> None:
               f"{row['coverage']['sft']:.0f} / {row['coverage']['pd']:.0f}%")
     margins = [row["pd_minus_sft"]["difference"] for row in rows]
     summary = {"mean": sum(margins) / len(margins), "min": min(margins), "max": max(margins)}
+    records = {name: pooled([read_jsonl(Path(row["run"]) / "eval" / f"{name}.jsonl") for row in rows])
+               for name in ("sft", "pd")}
+    summary["pooled"] = paired(records["pd"], records["sft"])
     print(f"pd - sft over {len(rows)} seeds: mean {summary['mean']:+.1f}, from {summary['min']:+.0f} "
-          f"to {summary['max']:+.0f}")
+          f"to {summary['max']:+.0f}; over all {summary['pooled']['questions']} questions "
+          f"{paired_text(summary['pooled'])}")
+    result = {"settings": args.set, "rows": rows, "pd_minus_sft": summary}
+    if args.start:
+        before = [read_jsonl(args.start / Path(row["run"]).name / "eval" / "pd.jsonl") for row in rows]
+        changes = [paired(read_jsonl(Path(row["run"]) / "eval" / "pd.jsonl"), earlier)
+                   for row, earlier in zip(rows, before)]
+        result["pd_change"] = {"per_seed": changes, "pooled": paired(records["pd"], pooled(before))}
+        print(f"pd - pd of {args.start}: " + ", ".join(f"seed {row['seed']} {paired_text(change)}"
+                                                       for row, change in zip(rows, changes))
+              + f"; over all questions {paired_text(result['pd_change']['pooled'])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "pd_minus_sft": summary}, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
