@@ -58,18 +58,17 @@ def main() -> None:
               f"{row['coverage']['sft']:.0f} / {row['coverage']['pd']:.0f}%")
     margins = [row["pd_minus_sft"]["difference"] for row in rows]
     summary = {"mean": sum(margins) / len(margins), "min": min(margins), "max": max(margins)}
-    records = {name: pooled([read_jsonl(Path(row["run"]) / "eval" / f"{name}.jsonl") for row in rows])
+    per_run = {name: [read_jsonl(Path(row["run"]) / "eval" / f"{name}.jsonl") for row in rows]
                for name in ("sft", "pd")}
-    summary["pooled"] = paired(records["pd"], records["sft"])
+    summary["pooled"] = paired(pooled(per_run["pd"]), pooled(per_run["sft"]))
     print(f"pd - sft over {len(rows)} seeds: mean {summary['mean']:+.1f}, from {summary['min']:+.0f} "
           f"to {summary['max']:+.0f}; over all {summary['pooled']['questions']} questions "
           f"{paired_text(summary['pooled'])}")
     result = {"settings": args.set, "rows": rows, "pd_minus_sft": summary}
     if args.start:
         before = [read_jsonl(args.start / Path(row["run"]).name / "eval" / "pd.jsonl") for row in rows]
-        changes = [paired(read_jsonl(Path(row["run"]) / "eval" / "pd.jsonl"), earlier)
-                   for row, earlier in zip(rows, before)]
-        result["pd_change"] = {"per_seed": changes, "pooled": paired(records["pd"], pooled(before))}
+        changes = [paired(now, earlier) for now, earlier in zip(per_run["pd"], before)]
+        result["pd_change"] = {"per_seed": changes, "pooled": paired(pooled(per_run["pd"]), pooled(before))}
         print(f"pd - pd of {args.start}: " + ", ".join(f"seed {row['seed']} {paired_text(change)}"
                                                        for row, change in zip(rows, changes))
               + f"; over all questions {paired_text(result['pd_change']['pooled'])}")

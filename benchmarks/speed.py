@@ -109,10 +109,10 @@ def measure(run_path: Path, kind: str, options: dict, answers: int, train_exampl
             models.use_decode_attention = lambda model: None
     if kind == "draw":
         options = {"dtype": "bfloat16", "batch": 32, "stop": False, **options}
+    if kind == "allocator":  # its setting is in this process's environment (main); every memory lever
+        kind, options = "memory", {"levers": "cast,chunks,contiguous,cache64,shared"}
     if kind in ("parts", "memory"):
         options = {"dtype": "bfloat16", "mixed": "auto", **options}
-    if kind == "allocator":  # its setting is in this process's environment (main)
-        kind, options = "memory", {"dtype": "bfloat16", "mixed": "auto", "levers": "cast,chunks,contiguous,cache64,shared"}
     if kind in ("memory", "evaluate"):
         switch_off_memory_levers(options["levers"].split(","))
     model = ModelConfig(config.model.name, options.get("dtype", "float32"))
@@ -248,8 +248,8 @@ def main() -> None:
         print(f"{row['kind']:<8} {label(row['options']):<36} {row['seconds']:8.1f} {row['speedup']:8.2f} "
               f"{row['tokens_per_second']:9.1f} {row['peak_memory_mib']:9.0f} {accuracy}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"run": str(args.run), "answers": args.answers, "train_examples": args.train_examples,
-                                    "epochs": args.epochs, "rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"run": str(args.run), "answers": args.answers,
+                                    "train_examples": args.train_examples, "epochs": args.epochs, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -116,51 +116,42 @@ def variant_dir(out: Path, source: Path, name: str) -> Path:
     return out / source.name / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def pooled_result(results: dict, variants: list, method_names: list[str]) -> dict:
-    """Every variant's scores and paired differences over the test questions of all runs at once
-    (training seconds summed over the runs)."""
-    reference_name = variants[0][0]
-    records = {name: {method: pooled([result["records"][name][method] for result in results.values()])
-                      for method in method_names} for name, _ in variants}
-    seconds = {name: {method: sum(result["variants"][name]["train_seconds"][method] for result in results.values())
-                      for method in method_names} for name, _ in variants}
-    reference_seconds = sum(seconds[reference_name].values())
+def compared(per_variant: dict[str, dict], variants: list, method_names: list[str]) -> dict:
+    """Each variant's scores, paired changes against the first variant and pd - sft, from its
+    outcome (`run_variant`: records and training seconds per method)."""
+    reference = per_variant[variants[0][0]]
+    reference_seconds = sum(reference["train_seconds"].values())
     rows = {}
     for name, overrides in variants:
-        row = {"settings": overrides, "train_seconds": seconds[name],
-               "train_time_ratio": sum(seconds[name].values()) / reference_seconds,
-               **scored_against(records[name], records[reference_name], method_names)}
+        outcome = per_variant[name]
+        row = {"settings": overrides, "train_seconds": outcome["train_seconds"],
+               "train_time_ratio": sum(outcome["train_seconds"].values()) / reference_seconds,
+               **scored_against(outcome["records"], reference["records"], method_names)}
         if {"pd", "sft"} <= set(method_names):
-            row["pd - sft"] = paired(records[name]["pd"], records[name]["sft"])
+            row["pd - sft"] = paired(outcome["records"]["pd"], outcome["records"]["sft"])
         rows[name] = row
-    return {"questions": len(records[reference_name][method_names[0]]), "variants": rows, "records": records}
+    return {"questions": len(reference["records"][method_names[0]]), "variants": rows}
+
+
+def pooled_outcomes(outcomes: list[dict[str, dict]], method_names: list[str]) -> dict[str, dict]:
+    """Several runs' outcomes per variant as one: their test questions together (`pooled`), their
+    training seconds summed."""
+    return {name: {"records": {method: pooled([outcome[name]["records"][method] for outcome in outcomes])
+                               for method in method_names},
+                   "train_seconds": {method: sum(outcome[name]["train_seconds"][method] for outcome in outcomes)
+                                     for method in method_names}}
+            for name in outcomes[0]}
 
 
 def main() -> None:
     args, method_names, variants = parse_arguments(__doc__, "sft,pd", "train_levers.json")
-    results = {}
-    for source in args.run:
-        per_variant = {name: run_variant(source, variant_dir(args.out, source, name), overrides, method_names)
-                       for name, overrides in variants}
-        reference = per_variant[variants[0][0]]
-        reference_seconds = sum(reference["train_seconds"].values())
-        rows = {}
-        for name, overrides in variants:
-            outcome = per_variant[name]
-            seconds = sum(outcome["train_seconds"].values())
-            row = {"settings": overrides, "train_seconds": outcome["train_seconds"],
-                   "train_time_ratio": seconds / reference_seconds,
-                   **scored_against(outcome["records"], reference["records"], method_names)}
-            if {"pd", "sft"} <= set(method_names):
-                row["pd - sft"] = paired(outcome["records"]["pd"], outcome["records"]["sft"])
-            rows[name] = row
-        results[str(source)] = {"questions": len(reference["records"][method_names[0]]), "variants": rows,
-                                "records": {name: outcome["records"] for name, outcome in per_variant.items()}}
+    outcomes = {str(source): {name: run_variant(source, variant_dir(args.out, source, name), overrides, method_names)
+                              for name, overrides in variants}
+                for source in args.run}
+    results = {source: compared(per_variant, variants, method_names) for source, per_variant in outcomes.items()}
     if len(args.run) > 1:
-        results["pooled"] = pooled_result(results, variants, method_names)
+        results["pooled"] = compared(pooled_outcomes(list(outcomes.values()), method_names), variants, method_names)
 
-    for result in results.values():
-        del result["records"]
     for source, result in results.items():
         print(f"\n{source} ({result['questions']} test questions): containment %, paired differences in points")
         header = "| variant | " + " | ".join(f"{m} [95%] | {m} - ref" for m in method_names)
