@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from promptdistill.teacher import top_k_targets
-from promptdistill.train.losses import cross_entropy, distill_loss, top_k_distill_loss
+from promptdistill.train.losses import cross_entropy, distill_loss, hidden_state_distance, top_k_distill_loss
 
 # A 5-token vocabulary: teacher and student logits for one answer token.
 TEACHER = [2.0, 0.5, 0.0, -1.0, 1.0]
@@ -142,3 +142,17 @@ def test_a_loss_in_chunks_has_the_whole_loss_and_gradients(reduction):
         (gradient,) = torch.autograd.grad(chunked, logits)
         assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
         assert torch.allclose(gradient, expected, atol=1e-7) and gradient.abs().max() > 1e-3
+
+
+def test_hidden_state_distance_by_hand():
+    """Per token, the L1 distance over the teacher's L1 norm, averaged over layers; then over tokens."""
+    teacher = torch.tensor([[[1.0, -3.0], [2.0, 2.0]],     # layer 1: token 1, token 2
+                            [[0.0, 4.0], [-1.0, 1.0]]])    # layer 2
+    student = torch.tensor([[[2.0, -1.0], [2.0, 2.0]],
+                            [[0.0, 2.0], [1.0, 1.0]]])
+    # token 1: layer 1 |1| + |2| over 4 = 0.75, layer 2 2 over 4 = 0.5; token 2: 0 and 2 over 2 = 1.
+    token_1, token_2 = (0.75 + 0.5) / 2, (0.0 + 1.0) / 2
+    assert hidden_state_distance(student, teacher).item() == pytest.approx((token_1 + token_2) / 2)
+    weights = torch.tensor([0.25, 0.75])
+    assert hidden_state_distance(student, teacher, weights).item() == pytest.approx(0.25 * token_1 + 0.75 * token_2)
+    assert hidden_state_distance(teacher, teacher).item() == 0

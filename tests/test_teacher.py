@@ -2,7 +2,7 @@ import torch
 
 from promptdistill.config import TrainConfig
 from promptdistill.models import add_lora, answer_logits
-from promptdistill.teacher import online_teacher_logits
+from promptdistill.teacher import online_teacher
 from promptdistill.train.data import Collator
 
 from conftest import make_model
@@ -23,6 +23,6 @@ def test_teacher_is_the_base_model_with_the_adapter_off(tokenizer):
     with_adapter = answer_logits(student, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
     assert not torch.allclose(with_adapter, expected, atol=1e-3)  # the adapter does change the model
 
-    teacher = online_teacher_logits(student, batch)
+    teacher = online_teacher(student, batch)[0]
     torch.testing.assert_close(teacher, expected, atol=1e-6, rtol=1e-5)
     assert not teacher.requires_grad

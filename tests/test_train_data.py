@@ -133,6 +133,59 @@ def test_distillation_with_a_cross_entropy_weight_adds_that_share_of_sft_s_loss(
     torch.testing.assert_close(mixed, 0.3 * sft, atol=1e-6, rtol=1e-5)
 
 
+def test_hidden_states_are_those_the_answer_logits_are_read_from(tokenizer, tiny_model):
+    """answer_outputs' last layer at the answer positions, through the output layer, gives its logits
+    (so student and teacher states line up with the tokens the KL compares); the shared prefix
+    read once leaves every layer's states as reading whole rows does."""
+    from promptdistill.models import MIN_SHARED_PREFIX, answer_outputs
+
+    header = list(range(20, 20 + MIN_SHARED_PREFIX))
+    batch = Collator(tokenizer.pad_token_id)([Example("q0", header + [5, 6, 7], [8, 9, 3]),
+                                              Example("q1", header + [11], [12, 13, 14, 3])])
+    width = batch["answer_mask"].shape[1]
+    inputs = batch["student_input_ids"], batch["student_attention_mask"], width
+    logits, states = answer_outputs(tiny_model, *inputs, batch["student_shared"], hidden_states=True)
+    assert batch["student_shared"] == len(header)
+    assert states.shape == (tiny_model.config.num_hidden_layers, 2, width, tiny_model.config.hidden_size)
+    torch.testing.assert_close(tiny_model.lm_head(states[-1]), logits, atol=1e-5, rtol=1e-4)
+    whole_logits, whole_states = answer_outputs(tiny_model, *inputs, hidden_states=True)
+    torch.testing.assert_close(whole_states, states, atol=1e-5, rtol=1e-4)
+    assert answer_outputs(tiny_model, *inputs)[1] is None
+
+
+def test_the_hidden_state_term_adds_its_weight_times_the_distance_to_the_base_model_s_states(tokenizer, tiny_model):
+    """train.hidden_state_weight: nothing where an untrained student reads the teacher's prompt; with
+    the passage and a trained adapter, the weight times the distance between the student's states and the base model's
+    on the open-book rows."""
+    from promptdistill.config import TrainConfig
+    from promptdistill.methods import Training
+    from promptdistill.models import add_lora, answer_outputs
+    from promptdistill.train.loop import batch_loss
+    from promptdistill.train.losses import hidden_state_distance
+
+    student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
+    plain, weighted = TrainConfig(teacher="online"), TrainConfig(teacher="online", hidden_state_weight=0.4)
+    same = Collator(tokenizer.pad_token_id)(
+        [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)])
+    assert batch_loss(Training.ANSWERS_DISTILL, student, same, weighted).item() == pytest.approx(0, abs=1e-6)
+
+    for name, parameter in student.named_parameters():  # a trained adapter: the states differ from the base's
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    batch = Collator(tokenizer.pad_token_id)(examples(tokenizer))
+    mask, width = batch["answer_mask"], batch["answer_mask"].shape[1]
+    student_states = answer_outputs(student, batch["student_input_ids"], batch["student_attention_mask"], width,
+                                    hidden_states=True)[1]
+    with student.disable_adapter():
+        teacher_states = answer_outputs(student, batch["teacher_input_ids"], batch["teacher_attention_mask"], width,
+                                        hidden_states=True)[1]
+    distance = hidden_state_distance(student_states[:, mask], teacher_states[:, mask])
+    assert distance.item() > 0.05
+    added = (batch_loss(Training.ANSWERS_DISTILL, student, batch, weighted)
+             - batch_loss(Training.ANSWERS_DISTILL, student, batch, plain))
+    torch.testing.assert_close(added, 0.4 * distance, atol=1e-5, rtol=1e-4)
+
+
 def test_shared_prefix_leaves_each_row_what_it_must_keep():
     from promptdistill.models import MIN_SHARED_PREFIX, shared_prefix_length
 

@@ -31,7 +31,8 @@ LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averag
 REPLAYS = ("none", "self")  # what training mixes in to keep the model's general behaviour: retention.py
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
-KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": ""}
+KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
+                               "train.hidden_state_weight": 0.0}
 
 
 @dataclass
@@ -146,6 +147,10 @@ class TrainConfig:
         default=0.0, metadata={"help": "pd: weight of a cross-entropy term on the expert's answer tokens, "
                                        "closed-book, added to the divergence (the official code's token loss; "
                                        "0: off, the paper's)"})
+    hidden_state_weight: float = field(
+        default=0.0, metadata={"help": "pd: weight of a term pulling the student's hidden states at every layer "
+                                       "towards the teacher's at the answer tokens (normalised L1, as Deep Context "
+                                       "Distillation); needs train.teacher=online; 0: off, the paper's"})
     loss_reduction: str = field(
         default="token", metadata={"help": "token: the mean over a batch's answer tokens; sequence: the mean per "
                                            "answer, then over the batch (the official code's)"})
@@ -183,9 +188,12 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("weight_decay", "distill_ce_weight", "max_batch_tokens"):
+        for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.hidden_state_weight and self.teacher != "online":
+            raise UserError("train.hidden_state_weight needs train.teacher=online: the teacher cache holds no "
+                            f"hidden states (train.teacher is {self.teacher!r})")
         if not 0 <= self.lora_dropout < 1:
             raise UserError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
 

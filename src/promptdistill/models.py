@@ -433,9 +433,10 @@ def shared_prefix_cache(model, input_ids: torch.Tensor, shared: int):
     return cache
 
 
-def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int,
-                  shared: int = 0) -> torch.Tensor:
-    """Logits [B, answer_width, V] predicting the last `answer_width` tokens of each row.
+def answer_outputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int,
+                   shared: int = 0, hidden_states: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits [B, answer_width, V] predicting the last `answer_width` tokens of each row, and with
+    `hidden_states` every layer's output at the same positions [L, B, answer_width, D] (else None).
 
     Position ids count real tokens only, so padding changes nothing; the output layer runs on the
     answer positions alone (full-vocabulary logits dominate memory otherwise). With `shared` (rows
@@ -450,6 +451,15 @@ def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         input_ids, position_ids = input_ids[:, shared:], position_ids[:, shared:]
     output = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-        logits_to_keep=answer_width + 1, use_cache=cache is not None,
+        logits_to_keep=answer_width + 1, use_cache=cache is not None, output_hidden_states=hidden_states,
     )
-    return output.logits[:, :-1]
+    states = None
+    if hidden_states:  # the first entry is the embeddings, which the adapter does not change
+        states = torch.stack([layer[:, -answer_width - 1:-1] for layer in output.hidden_states[1:]])
+    return output.logits[:, :-1], states
+
+
+def answer_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, answer_width: int,
+                  shared: int = 0) -> torch.Tensor:
+    """`answer_outputs`' logits alone."""
+    return answer_outputs(model, input_ids, attention_mask, answer_width, shared)[0]

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from promptdistill.errors import UserError
 from promptdistill.files import write_atomic
 from promptdistill.generation.core import side_by_side
-from promptdistill.models import answer_logits
+from promptdistill.models import answer_outputs
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,18 @@ SHARD_TOKENS = 1 << 20  # answer tokens per shard file
 
 
 @torch.no_grad()
-def online_teacher_logits(peft_model, batch: dict[str, torch.Tensor], wrapped=None) -> torch.Tensor:
-    """Teacher logits [B, A, V] at the answer positions of the open-book sequences.
+def online_teacher(peft_model, batch: dict[str, torch.Tensor], wrapped=None,
+                   hidden_states: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Teacher logits [B, A, V] at the answer positions of the open-book sequences, and with
+    `hidden_states` its layers' outputs there [L, B, A, D] (else None).
 
     Under DDP or FSDP the forward goes through the `wrapped` model (FSDP gathers its shards
     there) while the adapter is switched off on the PEFT model inside it.
     """
     with peft_model.disable_adapter():
-        return answer_logits(
+        return answer_outputs(
             wrapped or peft_model, batch["teacher_input_ids"], batch["teacher_attention_mask"],
-            batch["answer_ids"].shape[1],
+            batch["answer_ids"].shape[1], hidden_states=hidden_states,
         )
 
 

@@ -4,7 +4,8 @@
          student at T = train.distill_temperature over the answer tokens; the teacher is the same
          model with the adapter off and the passage in its prompt, read from the teacher cache
          (top-k + tail) or recomputed online (train.teacher). train.distill_ce_weight adds
-         cross-entropy on the answer tokens themselves.
+         cross-entropy on the answer tokens themselves; train.hidden_state_weight (online teacher
+         only) adds the distance between the two models' hidden states at every layer.
     cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
          first is an "answer").
     replay (train.replay=self, any method): each step adds a few of the base model's own replies
@@ -45,10 +46,11 @@ from promptdistill.config import TrainConfig
 from promptdistill.errors import UserError
 from promptdistill.files import folder_in_place, process_count, write_atomic
 from promptdistill.methods import Method, Training
-from promptdistill.models import add_lora, answer_logits, cast_frozen_linears, share_input_casts
-from promptdistill.teacher import TeacherCache, online_teacher_logits
+from promptdistill.models import add_lora, answer_logits, answer_outputs, cast_frozen_linears, share_input_casts
+from promptdistill.teacher import TeacherCache, online_teacher
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
-from promptdistill.train.losses import cross_entropy, distill_loss, in_chunks, token_weights, top_k_distill_loss
+from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, in_chunks, token_weights,
+                                       top_k_distill_loss)
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +60,25 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
     """The loss of one batch, over the answer tokens only. `student` may be a DDP or FSDP wrapper
     around `peft_model`, where the online teacher switches the adapter off."""
     mask = batch["answer_mask"]
-    student_logits = answer_logits(
-        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"]
-    )[mask]
+    hidden = training is Training.ANSWERS_DISTILL and config.hidden_state_weight > 0
+    student_logits, student_states = answer_outputs(
+        student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"],
+        hidden_states=hidden,
+    )
     targets = [batch["answer_ids"][mask]]
     if training is Training.ANSWERS_DISTILL:
         if "teacher_token_ids" in batch:
             targets += [batch[key][mask] for key in ("teacher_token_ids", "teacher_logprobs", "teacher_tail_mass")]
         else:
-            targets.append(online_teacher_logits(peft_model or student, batch, wrapped=student)[mask])
-    return in_chunks(partial(token_loss, training, config), student_logits, targets,
-                     token_weights(mask, config.loss_reduction))
+            teacher_logits, teacher_states = online_teacher(peft_model or student, batch, wrapped=student,
+                                                            hidden_states=hidden)
+            targets.append(teacher_logits[mask])
+    weights = token_weights(mask, config.loss_reduction)
+    loss = in_chunks(partial(token_loss, training, config), student_logits[mask], targets, weights)
+    if hidden:
+        loss = loss + config.hidden_state_weight * hidden_state_distance(student_states[:, mask],
+                                                                         teacher_states[:, mask], weights)
+    return loss
 
 
 def token_loss(training: Training, config: TrainConfig, student_logits: torch.Tensor, answer_ids: torch.Tensor,
@@ -113,7 +123,7 @@ def replay_loss(student, batch: dict[str, torch.Tensor], peft_model=None) -> tor
     student_logits = answer_logits(
         student, batch["student_input_ids"], batch["student_attention_mask"], mask.shape[1], batch["student_shared"]
     )[mask]
-    base_logits = online_teacher_logits(peft_model or student, batch, wrapped=student)[mask]
+    base_logits = online_teacher(peft_model or student, batch, wrapped=student)[0][mask]
     return distill_loss(student_logits, base_logits, 1.0)
 
 

@@ -16,6 +16,9 @@ The cached teacher knows p on its top-k tokens and as one lump on the rest (the 
 divergence is then taken between the two (k + 1)-bucket distributions, which equals the full one
 when k covers the vocabulary.
 
+`hidden_state_distance` compares the two models' hidden states at the answer tokens, layer by
+layer, for pd's optional term (train.hidden_state_weight).
+
 `in_chunks` runs any of them over the tokens a chunk at a time, recomputed in the backward pass.
 """
 
@@ -95,6 +98,16 @@ def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor,
                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy of the answer tokens (sft, uft)."""
     return weighted_mean(F.cross_entropy(student_logits.float(), targets, reduction="none"), weights)
+
+
+def hidden_state_distance(student_states: torch.Tensor, teacher_states: torch.Tensor,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Deep Context Distillation's term (Caccia et al., 2025): at each token, the L1 distance
+    between the student's and the teacher's hidden states [L, N, D] over the L1 norm of the
+    teacher's, averaged over the L layers; then the (weighted) mean over the N tokens."""
+    teacher = teacher_states.float()
+    per_layer = (student_states.float() - teacher).abs().sum(dim=-1) / teacher.abs().sum(dim=-1).clamp(min=1e-6)
+    return weighted_mean(per_layer.mean(dim=0), weights)
 
 
 # A chunk's float32 full-vocabulary intermediates: 4 bytes x 128 x 49,152 = 25 MB each for SmolLM2.
