@@ -32,7 +32,7 @@ REPLAYS = ("none", "self")  # what training mixes in to keep the model's general
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
-                               "train.hidden_state_weight": 0.0}
+                               "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0}
 
 
 @dataclass
@@ -86,6 +86,10 @@ class SynthConfig:
     teacher_instruction: str = field(
         default="", metadata={"help": "a line between the passage and the question in the teacher's prompt, "
                                       "which the open-book and rag prompts share; empty: none"})
+    near_duplicate_overlap: float = field(
+        default=0.0, metadata={"help": "drop a question whose content words overlap those of a question already "
+                                       "kept for its passage by at least this share (Jaccard, in (0, 1]); "
+                                       "0: only questions identical once normalised are dropped"})
     max_attempts: int = field(
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},
@@ -102,6 +106,8 @@ class SynthConfig:
             raise UserError(f"synth.top_p must be in (0, 1], got {self.top_p}")
         check_choice("synth.answer_length", self.answer_length, ANSWER_LENGTHS)
         check_choice("synth.question_style", self.question_style, QUESTION_STYLES)
+        if not 0 <= self.near_duplicate_overlap <= 1:
+            raise UserError(f"synth.near_duplicate_overlap must be in [0, 1], got {self.near_duplicate_overlap}")
         for name in ("max_question_tokens", "max_answer_tokens", "max_attempts", "batch_size"):
             _check_positive(f"synth.{name}", getattr(self, name))
 

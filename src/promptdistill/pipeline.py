@@ -110,7 +110,7 @@ def questions(run: RunDir, config: RunConfig) -> None:
 
     settings = config.settings(*MODEL, "seed", "synth.questions_per_passage", "synth.question_style",
                                "synth.question_temperature", "synth.top_p", "synth.top_k", "synth.max_question_tokens",
-                               "synth.max_attempts", "synth.batch_size")
+                               "synth.near_duplicate_overlap", "synth.max_attempts", "synth.batch_size")
     Stage("questions", settings, [run.passages], [run.questions]).run(run, work)
 
 

@@ -2,7 +2,8 @@
 
 Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
 filtered: a reply that is not a question, or shares no content word with its passage, is
-dropped. Passages short of their quota get more rounds, up to `max_attempts`.
+dropped, and so is a repeat of a question already kept for the passage (the same words, or with
+synth.near_duplicate_overlap nearly the same content words). Passages short of their quota get more rounds, up to `max_attempts`.
 
 Each passage is its own generation group (generation.core): its questions and their answers
 depend on that passage alone, so editing one document regenerates only its passages' share.
@@ -62,6 +63,12 @@ def normalise_question(question: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
 
 
+def near_duplicate(words: set[str], earlier: list[set[str]], overlap: float) -> bool:
+    """Whether content words `words` share at least `overlap` of their union (Jaccard) with one of
+    `earlier`'s; never with `overlap` 0."""
+    return overlap > 0 and any(len(words & other) >= overlap * len(words | other) for other in earlier)
+
+
 def write_questions(
     backend: Backend, passages: list[Passage], config: SynthConfig, seed: int, store: BatchStore | None = None,
 ) -> tuple[list[dict], QuestionStats]:
@@ -77,6 +84,7 @@ def write_questions(
                         stop=() if tagged else ("?",), top_k=config.top_k)
     kept: dict[str, list[str]] = {passage.id: [] for passage in passages}
     seen: dict[str, set[str]] = {passage.id: set() for passage in passages}
+    kept_words: dict[str, list[set[str]]] = {passage.id: [] for passage in passages}
     passage_words = {passage.id: content_words(passage.text) for passage in passages}
     stats = QuestionStats()
 
@@ -86,10 +94,12 @@ def write_questions(
             stats.not_a_question += 1
         elif not content_words(question) & passage_words[passage.id]:
             stats.off_topic += 1
-        elif normalise_question(question) in seen[passage.id]:
+        elif (normalise_question(question) in seen[passage.id]
+              or near_duplicate(content_words(question), kept_words[passage.id], config.near_duplicate_overlap)):
             stats.duplicate += 1
         elif len(kept[passage.id]) < config.questions_per_passage:
             seen[passage.id].add(normalise_question(question))
+            kept_words[passage.id].append(content_words(question))
             kept[passage.id].append(question)
 
     for attempt in range(config.max_attempts):
