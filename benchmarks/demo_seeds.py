@@ -9,8 +9,8 @@ question and answer drawn anew; a finished run is resumed, so its stages are ski
 prints each run's closed-book accuracies, pd - sft with its paired interval, and the share of
 test questions the training answers cover, with pd - sft over all seeds' questions at once
 (paired), and writes JSON. With --from, each run starts as a copy of FROM/seed-N, so only the
-stages a --set changes run again, and pd's change against FROM's pd is printed too, per seed and
-over all seeds.
+stages a --set changes run again, and sft's and pd's changes against FROM's are printed too, per
+seed and over all seeds.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def main() -> None:
           f"{paired_text(summary['pooled'])}")
     result = {"settings": args.set, "rows": rows, "pd_minus_sft": summary}
     if args.start:
-        before = [read_jsonl(args.start / Path(row["run"]).name / "eval" / "pd.jsonl") for row in rows]
-        changes = [paired(now, earlier) for now, earlier in zip(per_run["pd"], before)]
-        result["pd_change"] = {"per_seed": changes, "pooled": paired(pooled(per_run["pd"]), pooled(before))}
-        print(f"pd - pd of {args.start}: " + ", ".join(f"seed {row['seed']} {paired_text(change)}"
-                                                       for row, change in zip(rows, changes))
-              + f"; over all questions {paired_text(result['pd_change']['pooled'])}")
+        for name in ("sft", "pd"):
+            before = [read_jsonl(args.start / Path(row["run"]).name / "eval" / f"{name}.jsonl") for row in rows]
+            changes = [paired(now, earlier) for now, earlier in zip(per_run[name], before)]
+            result[f"{name}_change"] = {"per_seed": changes, "pooled": paired(pooled(per_run[name]), pooled(before))}
+            print(f"{name} - {name} of {args.start}: " + ", ".join(f"seed {row['seed']} {paired_text(change)}"
+                                                                   for row, change in zip(rows, changes))
+                  + f"; over all questions {paired_text(result[f'{name}_change']['pooled'])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
