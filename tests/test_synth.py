@@ -79,17 +79,19 @@ def test_the_question_filters_keep_only_new_on_topic_questions():
 
 def test_near_duplicates_are_dropped_from_the_overlap_asked_for():
     replies = [
-        "Who founded Velmora?",  # content words {founded, velmora}
-        "Who was it that founded Velmora?",  # the same content words: 1.0
-        "Who founded Velmora in 1623?",  # {founded, velmora, 1623}: 2 of 3
-        "What colour is the lighthouse?",  # {colour, lighthouse}: 0 with the first
+        "Who founded Velmora?",  # {who, founded, velmora}
+        "Who was it that founded Velmora?",  # the same words: overlap 1
+        "Who founded Velmora in 1623?",  # 3 of the 4 words in either: 0.75
+        "When was Velmora founded?",  # another question word: 2 of 4, 0.5
+        "What colour is the lighthouse?",  # nothing in common
     ]
-    config = SynthConfig(questions_per_passage=4, batch_size=8, max_attempts=1, question_style="single")
+    config = SynthConfig(questions_per_passage=5, batch_size=8, max_attempts=1, question_style="single")
     kept = {overlap: [r["question"] for r in write_questions(ChosenReplies(replies), [PASSAGE], dataclasses.replace(
-        config, near_duplicate_overlap=overlap), seed=0)[0]] for overlap in (0.0, 1.0, 0.6)}
+        config, near_duplicate_overlap=overlap), seed=0)[0]] for overlap in (0.0, 1.0, 0.75, 0.5)}
     assert kept[0.0] == replies
-    assert kept[1.0] == [replies[0], replies[2], replies[3]]
-    assert kept[0.6] == [replies[0], replies[3]]
+    assert kept[1.0] == [replies[0], replies[2], replies[3], replies[4]]
+    assert kept[0.75] == [replies[0], replies[3], replies[4]]
+    assert kept[0.5] == [replies[0], replies[4]]
 
 
 def test_tagged_replies_give_several_questions_each_and_an_untagged_reply_none():

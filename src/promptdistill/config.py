@@ -87,8 +87,9 @@ class SynthConfig:
         default="", metadata={"help": "a line between the passage and the question in the teacher's prompt, "
                                       "which the open-book and rag prompts share; empty: none"})
     near_duplicate_overlap: float = field(
-        default=0.0, metadata={"help": "drop a question whose content words overlap those of a question already "
-                                       "kept for its passage by at least this share (Jaccard, in (0, 1]); "
+        default=0.0, metadata={"help": "drop a question whose content and question words overlap those of a "
+                                       "question already kept for its passage by at least this share (Jaccard, "
+                                       "in (0, 1]); "
                                        "0: only questions identical once normalised are dropped"})
     max_attempts: int = field(
         default=4,

@@ -3,7 +3,7 @@
 Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
 filtered: a reply that is not a question, or shares no content word with its passage, is
 dropped, and so is a repeat of a question already kept for the passage (the same words, or with
-synth.near_duplicate_overlap nearly the same content words). Passages short of their quota get more rounds, up to `max_attempts`.
+synth.near_duplicate_overlap nearly the same content and question words). Passages short of their quota get more rounds, up to `max_attempts`.
 
 Each passage is its own generation group (generation.core): its questions and their answers
 depend on that passage alone, so editing one document regenerates only its passages' share.
@@ -63,9 +63,18 @@ def normalise_question(question: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
 
 
+QUESTION_WORDS = frozenset("who whom whose what when where which why how".split())
+
+
+def question_words(question: str) -> set[str]:
+    """What a question asks about and how: its content words and its question words ("Who founded
+    Velmora?" and "When was Velmora founded?" differ only in the second)."""
+    return content_words(question) | (set(normalise_question(question).split()) & QUESTION_WORDS)
+
+
 def near_duplicate(words: set[str], earlier: list[set[str]], overlap: float) -> bool:
-    """Whether content words `words` share at least `overlap` of their union (Jaccard) with one of
-    `earlier`'s; never with `overlap` 0."""
+    """Whether `words` (`question_words`) share at least `overlap` of their union (Jaccard) with
+    one of `earlier`; never with `overlap` 0."""
     return overlap > 0 and any(len(words & other) >= overlap * len(words | other) for other in earlier)
 
 
@@ -95,11 +104,11 @@ def write_questions(
         elif not content_words(question) & passage_words[passage.id]:
             stats.off_topic += 1
         elif (normalise_question(question) in seen[passage.id]
-              or near_duplicate(content_words(question), kept_words[passage.id], config.near_duplicate_overlap)):
+              or near_duplicate(question_words(question), kept_words[passage.id], config.near_duplicate_overlap)):
             stats.duplicate += 1
         elif len(kept[passage.id]) < config.questions_per_passage:
             seen[passage.id].add(normalise_question(question))
-            kept_words[passage.id].append(content_words(question))
+            kept_words[passage.id].append(question_words(question))
             kept[passage.id].append(question)
 
     for attempt in range(config.max_attempts):
