@@ -89,8 +89,7 @@ class SynthConfig:
     near_duplicate_overlap: float = field(
         default=0.0, metadata={"help": "drop a question whose content and question words overlap those of a "
                                        "question already kept for its passage by at least this share (Jaccard, "
-                                       "in (0, 1]); "
-                                       "0: only questions identical once normalised are dropped"})
+                                       "in (0, 1]); 0: only questions identical once normalised are dropped"})
     max_attempts: int = field(
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},

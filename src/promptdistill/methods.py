@@ -42,7 +42,8 @@ TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),
     Training.ANSWERS_CE: ("train.epochs",),
     Training.ANSWERS_DISTILL: ("train.epochs", "train.distill_temperature", "train.divergence",
-                               "train.jsd_beta", "train.teacher", "train.distill_ce_weight", "train.hidden_state_weight",
+                               "train.jsd_beta", "train.teacher", "train.distill_ce_weight",
+                               "train.hidden_state_weight",
                                "synth.teacher_instruction"),  # the online teacher's prompt
 }
 

@@ -3,7 +3,8 @@
 Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
 filtered: a reply that is not a question, or shares no content word with its passage, is
 dropped, and so is a repeat of a question already kept for the passage (the same words, or with
-synth.near_duplicate_overlap nearly the same content and question words). Passages short of their quota get more rounds, up to `max_attempts`.
+synth.near_duplicate_overlap nearly the same content and question words). Passages short of their
+quota get more rounds, up to `max_attempts`.
 
 Each passage is its own generation group (generation.core): its questions and their answers
 depend on that passage alone, so editing one document regenerates only its passages' share.
