@@ -102,14 +102,16 @@ def write_questions(
         stats.generated += 1
         if question is None:
             stats.not_a_question += 1
-        elif not content_words(question) & passage_words[passage.id]:
+            return
+        normalised, words = normalise_question(question), question_words(question)
+        if not content_words(question) & passage_words[passage.id]:
             stats.off_topic += 1
-        elif (normalise_question(question) in seen[passage.id]
-              or near_duplicate(question_words(question), kept_words[passage.id], config.near_duplicate_overlap)):
+        elif normalised in seen[passage.id] or near_duplicate(words, kept_words[passage.id],
+                                                              config.near_duplicate_overlap):
             stats.duplicate += 1
         elif len(kept[passage.id]) < config.questions_per_passage:
-            seen[passage.id].add(normalise_question(question))
-            kept_words[passage.id].append(question_words(question))
+            seen[passage.id].add(normalised)
+            kept_words[passage.id].append(words)
             kept[passage.id].append(question)
 
     for attempt in range(config.max_attempts):
