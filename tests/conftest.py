@@ -54,6 +54,16 @@ def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
+def give_adapter_an_effect(model, std: float = 0.5, seed: int | None = None) -> None:
+    """Draw a LoRA adapter's B matrices from N(0, std), as if trained: at their initial zeros the
+    adapter changes nothing, and no gradient reaches A. `seed`: from a generator of its own."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, std, generator=generator)
+
+
 @pytest.fixture
 def tokenizer():
     return make_tokenizer()

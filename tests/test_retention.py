@@ -17,7 +17,7 @@ from promptdistill.models import add_lora
 from promptdistill.rundir import RunDir
 from promptdistill.train.data import ReplayRows, reply_examples
 
-from conftest import make_model
+from conftest import give_adapter_an_effect, make_model
 from test_pipeline import ScriptedExpert, ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 from test_train_data import examples
 
@@ -59,10 +59,7 @@ def test_drift_is_the_kl_from_the_base_model_over_the_reply_tokens_alone(tokeniz
     model = add_lora(make_model(len(tokenizer)), TrainConfig(lora_rank=4, lora_alpha=8)).eval()
     replies = reply_examples(tokenizer, REPLIES)
     assert retention.drift(model, tokenizer.pad_token_id, replies, batch_size=2) == pytest.approx([0.0] * 3, abs=1e-6)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.5)
+    give_adapter_an_effect(model)
     values = retention.drift(model, tokenizer.pad_token_id, replies, batch_size=2)
     for example, value in zip(replies, values):  # one unpadded sequence at a time, by hand
         ids = torch.tensor([example.student_ids + example.answer_ids])

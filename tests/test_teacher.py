@@ -5,7 +5,7 @@ from promptdistill.models import add_lora, answer_logits
 from promptdistill.teacher import online_teacher
 from promptdistill.train.data import Collator
 
-from conftest import make_model
+from conftest import give_adapter_an_effect, make_model
 from test_train_data import examples
 
 
@@ -16,10 +16,7 @@ def test_teacher_is_the_base_model_with_the_adapter_off(tokenizer):
     expected = answer_logits(base, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
 
     student = add_lora(make_model(len(tokenizer), seed=1), TrainConfig(lora_rank=4, lora_alpha=8))
-    with torch.no_grad():  # a trained adapter: B is no longer zero
-        for name, parameter in student.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.5)
+    give_adapter_an_effect(student)
     with_adapter = answer_logits(student, batch["teacher_input_ids"], batch["teacher_attention_mask"], width)
     assert not torch.allclose(with_adapter, expected, atol=1e-3)  # the adapter does change the model
 

@@ -5,6 +5,8 @@ from promptdistill.models import answer_logits
 from promptdistill.prompts import student_prompt, teacher_prompt
 from promptdistill.train.data import Collator, Example, encode_answer, encode_prompt, encode_teacher_prompt
 
+from conftest import give_adapter_an_effect
+
 PASSAGE = "velmora was founded in 1623 by tobin quarrel ."
 
 
@@ -19,6 +21,11 @@ def examples(tokenizer):
             teacher_prefix_length=len(prefix),
         ))
     return built
+
+
+def without_passage(tokenizer) -> list[Example]:
+    """`examples` whose teacher reads the student's prompt: no passage, so the two models see the same rows."""
+    return [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)]
 
 
 def test_teacher_prompt_split_is_the_whole_prompt_with_the_passage_in_the_prefix(tokenizer):
@@ -107,7 +114,7 @@ def test_distillation_loss_is_zero_when_student_and_teacher_read_the_same_prompt
     from promptdistill.train.loop import batch_loss
 
     student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
-    same = [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)]
+    same = without_passage(tokenizer)
     config = TrainConfig(distill_temperature=1.0)
     assert batch_loss(Training.ANSWERS_DISTILL, student, Collator(tokenizer.pad_token_id)(same),
                       config).item() == pytest.approx(0, abs=1e-8)
@@ -124,8 +131,7 @@ def test_distillation_with_a_cross_entropy_weight_adds_that_share_of_sft_s_loss(
     from promptdistill.train.loop import batch_loss
 
     student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
-    same = Collator(tokenizer.pad_token_id)(
-        [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)])
+    same = Collator(tokenizer.pad_token_id)(without_passage(tokenizer))
     sft = batch_loss(Training.ANSWERS_CE, student, same, TrainConfig())
     mixed = batch_loss(Training.ANSWERS_DISTILL, student, same, TrainConfig(distill_temperature=1.0,
                                                                             distill_ce_weight=0.3))
@@ -165,13 +171,10 @@ def test_the_hidden_state_term_adds_its_weight_times_the_distance_to_the_base_mo
 
     student = add_lora(tiny_model, TrainConfig(lora_rank=2, lora_alpha=4))
     plain, weighted = TrainConfig(teacher="online"), TrainConfig(teacher="online", hidden_state_weight=0.4)
-    same = Collator(tokenizer.pad_token_id)(
-        [Example(e.key, e.student_ids, e.answer_ids, teacher_ids=e.student_ids) for e in examples(tokenizer)])
+    same = Collator(tokenizer.pad_token_id)(without_passage(tokenizer))
     assert batch_loss(Training.ANSWERS_DISTILL, student, same, weighted).item() == pytest.approx(0, abs=1e-6)
 
-    for name, parameter in student.named_parameters():  # a trained adapter: the states differ from the base's
-        if "lora_B" in name:
-            torch.nn.init.normal_(parameter, std=0.5)
+    give_adapter_an_effect(student)  # the states now differ from the base model's
     batch = Collator(tokenizer.pad_token_id)(examples(tokenizer))
     mask, width = batch["answer_mask"], batch["answer_mask"].shape[1]
     student_states = answer_outputs(student, batch["student_input_ids"], batch["student_attention_mask"], width,
@@ -214,9 +217,7 @@ def test_a_shared_student_prefix_read_once_gives_the_logits_and_gradients_of_who
         assert batch["student_input_ids"][row][real].tolist() == example.student_ids + example.answer_ids
 
     student = add_lora(tiny_model, TrainConfig(lora_rank=4))
-    for name, parameter in student.named_parameters():  # lora_B starts at zero: give the adapter an effect
-        if "lora_B" in name:
-            torch.nn.init.normal_(parameter, std=0.5)
+    give_adapter_an_effect(student)
     mask, width = batch["answer_mask"], batch["answer_mask"].shape[1]
     results = []
     for shared in (batch["student_shared"], 0):

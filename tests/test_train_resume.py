@@ -9,7 +9,7 @@ import promptdistill.train.loop as loop
 from promptdistill.config import TrainConfig
 from promptdistill.methods import METHODS
 
-from conftest import make_model
+from conftest import give_adapter_an_effect, make_model
 from test_train_data import examples
 
 CONFIG = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=2, lora_rank=4, lora_alpha=8, lora_dropout=0.1)
@@ -180,9 +180,7 @@ def test_products_that_read_one_input_share_one_bfloat16_copy_and_the_same_gradi
         cast_frozen_linears(student, torch.bfloat16)
         if shared:
             share_input_casts(student, torch.bfloat16)
-        for name, parameter in student.named_parameters():  # B is 0 at first: no gradient would reach A
-            if "lora_B" in name:
-                torch.nn.init.normal_(parameter, generator=torch.Generator().manual_seed(1))
+        give_adapter_an_effect(student, std=1.0, seed=1)
         kept = {}
 
         def keep(tensor):
