@@ -37,6 +37,7 @@ def test_order_preset_then_file_then_overrides(tmp_path):
     ("synth.top_p=1.5", r"synth.top_p must be in \(0, 1\]"),
     ("train.distill_ce_weight=-0.5", "train.distill_ce_weight must be >= 0, got -0.5"),
     ("synth.near_duplicate_overlap=1.5", r"synth.near_duplicate_overlap must be in \[0, 1\], got 1.5"),
+    ("synth.pd_answers_per_question=0", "synth.pd_answers_per_question must be > 0, got 0"),
     ("train.hidden_state_weight=0.5", "train.hidden_state_weight needs train.teacher=online: the teacher cache"),
     ("epochs", "expected SECTION.FIELD=VALUE"),
 ])

@@ -44,7 +44,7 @@ class ScriptedExpert:
             if prompt.endswith("Write a question about the text above."):
                 replies.append(f"what is {word} number {seed % 1000} {row} ?")
             else:
-                replies.append(f"{word} at {sampling.temperature} seed {seed % 1000} .")
+                replies.append(f"{word} at {sampling.temperature} seed {seed % 1000} row {row} .")
         return replies
 
 
@@ -348,6 +348,27 @@ def test_pd_and_sft_answers_are_independent_samples_and_each_trains_on_its_own(f
             tokenizer(a["answer"], add_special_tokens=False).input_ids for a in answers]
     assert all(e.teacher_ids for e in pipeline.training_examples(run, config, tokenizer, METHODS["pd"]))
     assert all(e.teacher_ids is None for e in pipeline.training_examples(run, config, tokenizer, METHODS["sft"]))
+
+
+def test_several_pd_answers_per_question_reanswer_and_retrain_pd_alone_each_answer_its_own_example(finished, ran):
+    run, config = finished
+    per_question = lambda count: dataclasses.replace(  # noqa: E731
+        config, synth=dataclasses.replace(config.synth, pd_answers_per_question=count))
+    pipeline.run_all(run, per_question(1))
+    assert ran == []  # one, the setting is not in the key: runs from before it existed stand
+    pipeline.run_all(run, per_question(3))
+    assert ran == ["answers-pd", "teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]
+    questions, answers = read_jsonl(run.questions), read_jsonl(run.answers("pd"))
+    assert [a["question_id"] for a in answers] == [q["id"] for q in questions for _ in range(3)]
+    assert len({a["answer"] for a in answers}) == len(answers)  # each one a sample of its own
+    from promptdistill.models import load_tokenizer
+    from promptdistill.teacher import TeacherCache
+
+    examples = pipeline.training_examples(run, per_question(3), load_tokenizer(config.model), METHODS["pd"])
+    assert [e.key for e in examples] == [key for q in questions for key in (q["id"], f"{q['id']}#1", f"{q['id']}#2")]
+    cache = TeacherCache(run.teacher)  # one entry per answer, over that answer's tokens
+    assert all(cache[e.key].answer_ids.tolist() == e.answer_ids for e in examples)
+    assert json.loads((run.adapter_dir("pd") / "metrics.json").read_text())["examples"] == len(answers)
 
 
 def test_a_stage_command_records_a_set_and_says_so(finished, monkeypatch, capsys):

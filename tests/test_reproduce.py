@@ -125,15 +125,18 @@ def test_a_dry_run_plans_without_loading_weights(tmp_path, tiny_model_dir, monke
     tests.write_text(json.dumps({"question": "who founded velmora ?", "answers": ["quarrel"], "doc_id": "town"}) + "\n")
     out = tmp_path / "run"
     plan = dry_run(monkeypatch, capsys, "run", "--docs", str(docs), "--test-questions", str(tests), "--out", str(out),
-                   "--model", str(tiny_model_dir), "--methods", "base,uft,pd", "--set", "corpus.passage_tokens=8",
-                   "--set", "synth.questions_per_passage=10", "--set", "train.batch_size=4", "--set", "train.epochs=3",
+                   "--model", str(tiny_model_dir), "--methods", "base,uft,sft,pd", "--set", "corpus.passage_tokens=8",
+                   "--set", "synth.questions_per_passage=10", "--set", "synth.pd_answers_per_question=3",
+                   "--set", "train.batch_size=4", "--set", "train.epochs=3",
                    "--set", "train.replay=self", "--set", "eval.retention_questions=24")
     assert plan["documents, passages, test questions"] == "1, 2, 1"
     assert plan["replay replies of the base model (generations)"] == "80"
-    assert plan["retention check (generations)"] == "24 + 40 (base model), then up to 24 per trained method (uft, pd)"
+    assert plan["retention check (generations)"] == "24 + 40 (base model), then up to 24 per trained method (uft, sft, pd)"
     assert "replay.jsonl" in plan["files"] and "retention/pd.drift.jsonl" in plan["files"]
     assert plan["training questions (at most)"] == "20 (10 per passage)"
-    assert plan["train pd: sequences x epochs, optimizer steps"] == "20 x 3, 15"  # 5 batches of 4, 3 epochs
+    assert plan["training answers (generations)"] == "80 (sft, pd)"  # pd answers each question three times
+    assert plan["train sft: sequences x epochs, optimizer steps"] == "20 x 3, 15"  # 5 batches of 4, 3 epochs
+    assert plan["train pd: sequences x epochs, optimizer steps"] == "60 x 3, 45"
     assert plan["train uft: sequences x epochs, optimizer steps"] == "2 x 3, 3"
     # LoRA rank 16 on the seven projections of 2 layers of the tiny model (hidden 32, mlp 64, kv 16):
     # q, o: 16*(32+32); k, v: 16*(32+16); gate, up: 16*(32+64); down: 16*(64+32).

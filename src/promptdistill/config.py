@@ -32,7 +32,8 @@ REPLAYS = ("none", "self")  # what training mixes in to keep the model's general
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
-                               "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0}
+                               "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0,
+                               "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1}
 
 
 @dataclass
@@ -74,6 +75,10 @@ class SynthConfig:
     sft_answer_temperature: float = field(
         default=0.25, metadata={"help": "temperature of the sft training answers (paper: 0.25)"}
     )
+    pd_answers_per_question: int = field(
+        default=1, metadata={"help": "pd training answers sampled per question (official code: lesson_num_choices=1)"})
+    sft_answers_per_question: int = field(
+        default=1, metadata={"help": "sft training answers sampled per question (official code: exam_num_choices=1)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling cut (paper: none)"})
     top_k: int = field(default=50, metadata={"help": "sample among the k likeliest tokens (official code: 50); "
                                                       "0: the whole vocabulary"})
@@ -108,7 +113,8 @@ class SynthConfig:
         check_choice("synth.question_style", self.question_style, QUESTION_STYLES)
         if not 0 <= self.near_duplicate_overlap <= 1:
             raise UserError(f"synth.near_duplicate_overlap must be in [0, 1], got {self.near_duplicate_overlap}")
-        for name in ("max_question_tokens", "max_answer_tokens", "max_attempts", "batch_size"):
+        for name in ("max_question_tokens", "max_answer_tokens", "pd_answers_per_question", "sft_answers_per_question",
+                     "max_attempts", "batch_size"):
             _check_positive(f"synth.{name}", getattr(self, name))
 
 
@@ -333,14 +339,15 @@ class RunConfig:
     def settings(self, *paths: str) -> dict[str, Any]:
         """The values of some settings by dotted path, e.g. ("train.epochs", "seed"), as a stage's
         key reads them: a setting at its KEY_NEUTRAL value is left out."""
-        values = {}
-        for path in paths:
-            value: Any = self
-            for part in path.split("."):
-                value = getattr(value, part)
-            if path not in KEY_NEUTRAL or value != KEY_NEUTRAL[path]:
-                values[path] = value
-        return values
+        values = {path: self.value(path) for path in paths}
+        return {path: value for path, value in values.items() if path not in KEY_NEUTRAL or value != KEY_NEUTRAL[path]}
+
+    def value(self, path: str) -> Any:
+        """One setting by dotted path, e.g. "synth.pd_answer_temperature"."""
+        value: Any = self
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -65,6 +65,7 @@ class Method:
     context: Context = Context.NONE
     aliases: tuple[str, ...] = ()
     answer_temperature: str = ""  # the setting that holds its training answers' sampling temperature
+    answers_per_question: str = ""  # the setting that holds how many training answers it samples per question
     answer_seed_offset: int = 0  # methods trained on answers sample them independently of each other
 
     @property
@@ -88,9 +89,11 @@ _ALL = (
     Method("base", "the model closed-book, no training"),
     Method("uft", "closed-book after next-token training on the passages", training=Training.PASSAGES),
     Method("sft", "closed-book after cross-entropy on the expert's answers", training=Training.ANSWERS_CE,
-           answer_temperature="synth.sft_answer_temperature", answer_seed_offset=2),
+           answer_temperature="synth.sft_answer_temperature", answers_per_question="synth.sft_answers_per_question",
+           answer_seed_offset=2),
     Method("pd", "closed-book after prompt distillation", training=Training.ANSWERS_DISTILL,
-           answer_temperature="synth.pd_answer_temperature", answer_seed_offset=1),
+           answer_temperature="synth.pd_answer_temperature", answers_per_question="synth.pd_answers_per_question",
+           answer_seed_offset=1),
     Method("rag", "the base model with retrieved passages", context=Context.RETRIEVED),
     Method("pd+rag", "the pd student with retrieved passages", adapter_of="pd", context=Context.RETRIEVED),
     Method("open-book", "the teacher, passage in prompt: the ceiling", context=Context.GOLD,

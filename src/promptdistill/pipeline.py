@@ -118,17 +118,17 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     """The expert's open-book answers that `method` trains on, sampled at its own temperature and seed."""
     from promptdistill.synth import answer_questions
 
-    settings = config.settings(*MODEL, "seed", method.answer_temperature, "synth.top_p", "synth.top_k",
-                               "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size",
+    settings = config.settings(*MODEL, "seed", method.answer_temperature, method.answers_per_question, "synth.top_p",
+                               "synth.top_k", "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size",
                                "synth.teacher_instruction")
-    temperature = settings[method.answer_temperature]
+    temperature, per_question = config.value(method.answer_temperature), config.value(method.answers_per_question)
 
     def work():
         passages = {passage.id: passage for passage in run.load_passages()}
         with BatchStore(run.batches(f"answers-{method.name}")) as store:
             backend = generation_backend(config)
             records, counts = answer_questions(backend, passages, read_jsonl(run.questions), temperature, config.synth,
-                                               config.seed + method.answer_seed_offset, store)
+                                               config.seed + method.answer_seed_offset, store, per_question)
         write_jsonl(run.answers(method.name), records)
         return counts
 

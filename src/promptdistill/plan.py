@@ -33,13 +33,14 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
     trained = methods.trained(config.methods)
     on_answers = [method for method in trained if method.trains_on_answers]
     questions = len(passages) * config.synth.questions_per_passage
+    answers = {method.name: questions * config.value(method.answers_per_question) for method in on_answers}
     if on_answers:
         per_reply = QUESTIONS_PER_TAGGED_REPLY if config.synth.question_style == "tagged" else 1
         rows += [
             ("training questions (at most)", f"{questions} ({config.synth.questions_per_passage} per passage)"),
             ("question-writing generations (first round)",
              f"{len(passages) * math.ceil(config.synth.questions_per_passage / per_reply)}"),
-            ("training answers (generations)", f"{questions * len(on_answers)} "
+            ("training answers (generations)", f"{sum(answers.values())} "
                                                f"({', '.join(method.name for method in on_answers)})"),
         ]
     train = config.train
@@ -52,7 +53,7 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
         rows.append(("replay replies of the base model (generations)", f"{len(retention.read_prompts(train.replay_prompts))}"))
     for method in trained:
         passages_only = method.training is methods.Training.PASSAGES
-        sequences = len(passages) if passages_only else questions
+        sequences = len(passages) if passages_only else answers[method.name]
         epochs = train.uft_epochs if passages_only else train.epochs
         steps = math.ceil(sequences / (train.batch_size * train.gradient_accumulation_steps)) * epochs
         rows.append((f"train {method.name}: sequences x epochs, optimizer steps", f"{sequences} x {epochs}, {steps}"))

@@ -139,15 +139,17 @@ def write_questions(
 
 def answer_questions(
     backend: Backend, passages: dict[str, Passage], questions: list[dict],
-    temperature: float, config: SynthConfig, seed: int, store: BatchStore | None = None,
+    temperature: float, config: SynthConfig, seed: int, store: BatchStore | None = None, per_question: int = 1,
 ) -> tuple[list[dict], dict[str, int]]:
-    """The expert answers each question with its passage in the prompt.
+    """The expert answers each question with its passage in the prompt, `per_question` times
+    (independent samples, a question's answers next to each other).
 
     With `answer_length` "sentence" each answer ends at its first full sentence. An answer cut off
     at the length cap is trimmed to its last full sentence (the built-in model rambles past the
     fact it was asked for; docs/sampling.md); one with no full sentence, or an empty one, is
     dropped, since an unfinished answer would teach the student never to stop.
     """
+    questions = [question for question in questions for _ in range(per_question)]
     prompts = [teacher_prompt(passages[q["passage_id"]].text, q["question"], config.teacher_instruction)
                for q in questions]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()

@@ -174,7 +174,7 @@ def write_teacher_cache(out_dir: Path, keys: list[str], targets: list[TeacherTar
 
 
 class TeacherCache:
-    """Read cached teacher targets by key (a question id)."""
+    """Read cached teacher targets by key (an example's: train/data.py)."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -201,7 +201,7 @@ class TeacherCache:
 
 @dataclass
 class TeacherInput:
-    key: str  # the question id
+    key: str  # the example's (train/data.py)
     prefix_ids: list[int]  # chat header and passage: shared by all questions on the passage
     suffix_ids: list[int]  # the question and the assistant header
     answer_ids: list[int]

@@ -10,6 +10,7 @@ start with the prefix they share (the chat header), which training reads once pe
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from promptdistill.teacher import TeacherCache
 
 @dataclass
 class Example:
-    key: str  # the question id: names the example in the teacher cache
+    key: str  # names the example in the teacher cache: its question id (answer_examples)
     student_ids: list[int]
     answer_ids: list[int]
     teacher_ids: list[int] | None = None  # only pd needs the open-book prompt
@@ -61,14 +62,18 @@ def encode_teacher_prompt(tokenizer, passage: str, question: str, instruction: s
 def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], answers: list[dict],
                     with_teacher: bool, teacher_instruction: str = "") -> list[Example]:
     """One example per answer: closed-book question, then the answer; with the open-book
-    teacher prompt too for distillation."""
+    teacher prompt too for distillation. A question's first answer is keyed by the question's id,
+    its n-th further one (synth.*_answers_per_question) by "ID#n"."""
     passages_by_id = {passage.id: passage for passage in passages}
     questions_by_id = {question["id"]: question for question in questions}
+    earlier_answers: Counter[str] = Counter()
     examples = []
     for record in answers:
         question = questions_by_id[record["question_id"]]
+        earlier = earlier_answers[question["id"]]
+        earlier_answers[question["id"]] += 1
         example = Example(
-            key=record["question_id"],
+            key=f"{question['id']}#{earlier}" if earlier else question["id"],
             student_ids=encode_prompt(tokenizer, student_prompt(question["question"])),
             answer_ids=encode_answer(tokenizer, record["answer"]),
         )
