@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 import yaml
 
-from promptdistill.config import RunConfig, TrainConfig, parse_override, resolve_config
+from promptdistill.config import KEY_NEUTRAL, RunConfig, TrainConfig, parse_override, resolve_config
 from promptdistill.errors import UserError
 
 
@@ -63,3 +65,12 @@ def test_a_run_made_before_a_setting_existed_reads_it_from_the_model_preset(tmp_
     assert (config.synth.top_k, config.synth.question_style) == (0, "single")  # the preset's, not the paper's
     assert config.train.loss_reduction == "token"
     assert config.synth.question_temperature == 0.7 and load_run_config(path, ["synth.top_k=5"]).synth.top_k == 5
+
+
+def test_settings_added_later_are_left_out_of_stage_keys_at_their_defaults():
+    """A finished run from before a setting existed keeps its keys: each KEY_NEUTRAL value is the default."""
+    config = RunConfig()
+    assert config.settings(*KEY_NEUTRAL) == {}
+    assert {path: config.value(path) for path in KEY_NEUTRAL} == KEY_NEUTRAL
+    changed = dataclasses.replace(config, synth=dataclasses.replace(config.synth, require_passage_name=True))
+    assert changed.settings("seed", "synth.require_passage_name") == {"seed": 0, "synth.require_passage_name": True}

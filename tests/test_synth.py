@@ -5,7 +5,8 @@ import pytest
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Passage
 from promptdistill.synth import (
-    answer_questions, clean_question, content_words, last_full_sentence, normalise_question, write_questions,
+    answer_questions, clean_question, content_words, last_full_sentence, normalise_question, passage_names,
+    write_questions,
 )
 
 
@@ -92,6 +93,27 @@ def test_near_duplicates_are_dropped_from_the_overlap_asked_for():
     assert kept[1.0] == [replies[0], replies[2], replies[3], replies[4]]
     assert kept[0.75] == [replies[0], replies[3], replies[4]]
     assert kept[0.5] == [replies[0], replies[4]]
+
+
+def test_a_question_that_names_nothing_its_passage_names_is_dropped_when_asked():
+    # "Light" is also written lower-case, "Its" and "The" are stopwords.
+    assert passage_names("Velmora was founded in 1623. Its lighthouse, the Velmora Light, is yellow. The light "
+                         "is seen from Gullet Head.") == {"velmora", "gullet", "head"}
+    replies = [
+        "Who founded Velmora?",  # names the town
+        "Who founded the town?",  # which town?
+        "Whose lighthouse is yellow?",  # names nothing either
+        "What did Tobin Quarrel found?",  # names its founder
+    ]
+    config = SynthConfig(questions_per_passage=4, batch_size=8, max_attempts=1, question_style="single")
+    kept, stats = write_questions(ChosenReplies(replies), [PASSAGE], dataclasses.replace(
+        config, require_passage_name=True), seed=0)
+    assert [r["question"] for r in kept] == [replies[0], replies[3]] and stats.unnamed == 2
+    assert len(write_questions(ChosenReplies(replies), [PASSAGE], config, seed=0)[0]) == 4  # off: all kept
+    nameless = Passage("town#0", "town", "the town was founded in 1623. its lighthouse is yellow.")
+    kept, stats = write_questions(ChosenReplies(replies[1:3]), [nameless], dataclasses.replace(
+        config, questions_per_passage=2, require_passage_name=True), seed=0)
+    assert len(kept) == 2 and stats.unnamed == 0  # a passage without names keeps its questions
 
 
 def test_tagged_replies_give_several_questions_each_and_an_untagged_reply_none():

@@ -33,7 +33,8 @@ REPLAYS = ("none", "self")  # what training mixes in to keep the model's general
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
                                "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0,
-                               "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1}
+                               "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1,
+                               "synth.require_passage_name": False}
 
 
 @dataclass
@@ -95,6 +96,10 @@ class SynthConfig:
         default=0.0, metadata={"help": "drop a question whose content and question words overlap those of a "
                                        "question already kept for its passage by at least this share (Jaccard, "
                                        "in (0, 1]); 0: only questions identical once normalised are dropped"})
+    require_passage_name: bool = field(
+        default=False, metadata={"help": "keep only questions that name something their passage names (a word it "
+                                         "always capitalises), as a closed-book question must say what it asks "
+                                         "about; a passage without such words keeps every question"})
     max_attempts: int = field(
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},

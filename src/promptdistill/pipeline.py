@@ -108,9 +108,9 @@ def questions(run: RunDir, config: RunConfig) -> None:
         write_jsonl(run.questions, records)
         return {"questions": len(records), **vars(stats)}
 
-    settings = config.settings(*MODEL, "seed", "synth.questions_per_passage", "synth.question_style",
-                               "synth.question_temperature", "synth.top_p", "synth.top_k", "synth.max_question_tokens",
-                               "synth.near_duplicate_overlap", "synth.max_attempts", "synth.batch_size")
+    settings = config.settings(*MODEL, "seed", *(f"synth.{name}" for name in (
+        "questions_per_passage", "question_style", "question_temperature", "top_p", "top_k", "max_question_tokens",
+        "near_duplicate_overlap", "require_passage_name", "max_attempts", "batch_size")))
     Stage("questions", settings, [run.passages], [run.questions]).run(run, work)
 
 

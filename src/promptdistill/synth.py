@@ -3,7 +3,9 @@
 Questions are sampled one per prompt (many prompts per passage), cleaned, de-duplicated and
 filtered: a reply that is not a question, or shares no content word with its passage, is
 dropped, and so is a repeat of a question already kept for the passage (the same words, or with
-synth.near_duplicate_overlap nearly the same content and question words). Passages short of their
+synth.near_duplicate_overlap nearly the same content and question words) and, with
+synth.require_passage_name, one that names none of the passage's names (closed-book, "What is the
+town's port?" does not say which town). Passages short of their
 quota get more rounds, up to `max_attempts`.
 
 Each passage is its own generation group (generation.core): its questions and their answers
@@ -34,6 +36,7 @@ class QuestionStats:
     not_a_question: int = 0
     off_topic: int = 0
     duplicate: int = 0
+    unnamed: int = 0  # synth.require_passage_name: names nothing its passage names
     untagged: int = 0  # tagged style: replies without a single <question> tag
 
 
@@ -62,6 +65,13 @@ def content_words(text: str) -> set[str]:
 
 def normalise_question(question: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", question.lower()))
+
+
+def passage_names(text: str) -> set[str]:
+    """The names in a passage, lower-cased: the words it always capitalises, stopwords aside."""
+    words = re.findall(r"[A-Za-z]{3,}", text)
+    lower_case = {word for word in words if word.islower()}
+    return {word.lower() for word in words if word[0].isupper()} - lower_case - STOPWORDS
 
 
 QUESTION_WORDS = frozenset("who whom whose what when where which why how".split())
@@ -96,6 +106,8 @@ def write_questions(
     seen: dict[str, set[str]] = {passage.id: set() for passage in passages}
     kept_words: dict[str, list[set[str]]] = {passage.id: [] for passage in passages}
     passage_words = {passage.id: content_words(passage.text) for passage in passages}
+    names = {passage.id: passage_names(passage.text) if config.require_passage_name else set()
+             for passage in passages}
     stats = QuestionStats()
 
     def keep(passage: Passage, question: str | None) -> None:
@@ -106,6 +118,8 @@ def write_questions(
         normalised, words = normalise_question(question), question_words(question)
         if not content_words(question) & passage_words[passage.id]:
             stats.off_topic += 1
+        elif names[passage.id] and not content_words(question) & names[passage.id]:
+            stats.unnamed += 1
         elif normalised in seen[passage.id] or near_duplicate(words, kept_words[passage.id],
                                                               config.near_duplicate_overlap):
             stats.duplicate += 1
