@@ -10,7 +10,8 @@ prints each run's closed-book accuracies, pd - sft with its paired interval, and
 test questions the training answers cover, with pd - sft over all seeds' questions at once
 (paired), and writes JSON. With --from, each run starts as a copy of FROM/seed-N, so only the
 stages a --set changes run again, and sft's and pd's changes against FROM's are printed too, per
-seed and over all seeds.
+seed and over all seeds, with each method against the other's FROM runs (for a setting of one
+method's, such as synth.pd_answers_per_question: how it compares with the other left as it was).
 """
 
 from __future__ import annotations
@@ -66,13 +67,18 @@ def main() -> None:
           f"{paired_text(summary['pooled'])}")
     result = {"settings": args.set, "rows": rows, "pd_minus_sft": summary}
     if args.start:
-        for name in ("sft", "pd"):
-            before = [read_jsonl(args.start / Path(row["run"]).name / "eval" / f"{name}.jsonl") for row in rows]
-            changes = [paired(now, earlier) for now, earlier in zip(per_run[name], before)]
-            result[f"{name}_change"] = {"per_seed": changes, "pooled": paired(pooled(per_run[name]), pooled(before))}
+        earlier = {name: [read_jsonl(args.start / Path(row["run"]).name / "eval" / f"{name}.jsonl") for row in rows]
+                   for name in ("sft", "pd")}
+        for name, other in (("sft", "pd"), ("pd", "sft")):
+            changes = [paired(now, before) for now, before in zip(per_run[name], earlier[name])]
+            result[f"{name}_change"] = {"per_seed": changes,
+                                        "pooled": paired(pooled(per_run[name]), pooled(earlier[name]))}
+            # A setting of one method's: how it compares with the other method left as it was.
+            result[f"{name}_minus_earlier_{other}"] = paired(pooled(per_run[name]), pooled(earlier[other]))
             print(f"{name} - {name} of {args.start}: " + ", ".join(f"seed {row['seed']} {paired_text(change)}"
                                                                    for row, change in zip(rows, changes))
-                  + f"; over all questions {paired_text(result[f'{name}_change']['pooled'])}")
+                  + f"; over all questions {paired_text(result[f'{name}_change']['pooled'])}; {name} - {other} "
+                  f"of {args.start} {paired_text(result[f'{name}_minus_earlier_{other}'])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
