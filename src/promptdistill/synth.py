@@ -5,8 +5,8 @@ filtered: a reply that is not a question, or shares no content word with its pas
 dropped, and so is a repeat of a question already kept for the passage (the same words, or with
 synth.near_duplicate_overlap nearly the same content and question words) and, with
 synth.require_passage_name, one that names none of the passage's names (closed-book, "What is the
-town's port?" does not say which town). Passages short of their
-quota get more rounds, up to `max_attempts`.
+town's port?" does not say which town). Passages short of their quota get more rounds, up to
+`max_attempts`.
 
 Each passage is its own generation group (generation.core): its questions and their answers
 depend on that passage alone, so editing one document regenerates only its passages' share.

@@ -23,7 +23,7 @@ from promptdistill.teacher import TeacherCache
 
 @dataclass
 class Example:
-    key: str  # names the example in the teacher cache: its question id (answer_examples)
+    key: str  # names the example in the teacher cache (answers: see answer_examples)
     student_ids: list[int]
     answer_ids: list[int]
     teacher_ids: list[int] | None = None  # only pd needs the open-book prompt
