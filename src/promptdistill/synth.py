@@ -115,10 +115,10 @@ def write_questions(
         if question is None:
             stats.not_a_question += 1
             return
-        normalised, words = normalise_question(question), question_words(question)
-        if not content_words(question) & passage_words[passage.id]:
+        normalised, content, words = normalise_question(question), content_words(question), question_words(question)
+        if not content & passage_words[passage.id]:
             stats.off_topic += 1
-        elif names[passage.id] and not content_words(question) & names[passage.id]:
+        elif names[passage.id] and not content & names[passage.id]:
             stats.unnamed += 1
         elif normalised in seen[passage.id] or near_duplicate(words, kept_words[passage.id],
                                                               config.near_duplicate_overlap):
