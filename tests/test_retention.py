@@ -189,3 +189,50 @@ def test_replay_trains_every_method_on_the_same_replies_and_stays_out_of_old_key
     pipeline.run_all(run, replaying)
     assert ran == []
 
+
+
+def test_open_book_replay_trains_on_each_answer_with_its_passage_and_leaves_uft_and_the_replay_stage_out(
+        tmp_path, tiny_model_dir, ran, monkeypatch):
+    from promptdistill.models import load_tokenizer
+    from promptdistill.train.data import encode_answer, encode_teacher_prompt
+
+    docs, tests = write_inputs(tmp_path)
+    run = RunDir(tmp_path / "run")
+    plain = settings(tiny_model_dir, "methods=[base,uft,sft,pd]", "eval.retention=false",
+                     "synth.teacher_instruction=Answer from the text.")
+    pipeline.prepare(run, plain, docs, tests)
+    pipeline.run_all(run, plain)
+    uft_key = json.loads(run.manifest("train-uft").read_text())["settings"]
+    ran.clear()
+    replayed = {}
+    real_train = loop.train_adapter
+
+    def recording(model, pad_id, examples, method, *args, replay_examples=None, **kwargs):
+        replayed[method.name] = replay_examples
+        return real_train(model, pad_id, examples, method, *args, replay_examples=replay_examples, **kwargs)
+
+    monkeypatch.setattr(loop, "train_adapter", recording)
+    open_book = dataclasses.replace(plain, train=dataclasses.replace(plain.train, replay="open-book"))
+    pipeline.run_all(run, open_book)
+    assert ran == ["train-sft", "train-pd", "evaluate-sft", "evaluate-pd"]  # no replay stage, uft as it was
+    assert json.loads(run.manifest("train-uft").read_text())["settings"] == uft_key and not run.replay.exists()
+    tokenizer = load_tokenizer(plain.model)
+    passages = {passage.id: passage.text for passage in run.load_passages()}
+    questions = {question["id"]: question for question in read_jsonl(run.questions)}
+    for name in ("sft", "pd"):
+        answers = read_jsonl(run.answers(name))
+        expected = []
+        for answer in answers:  # the student reads the teacher's prompt: passage, instruction, question
+            question = questions[answer["question_id"]]
+            prefix, suffix = encode_teacher_prompt(tokenizer, passages[question["passage_id"]], question["question"],
+                                                   "Answer from the text.")
+            expected.append((prefix + suffix, encode_answer(tokenizer, answer["answer"])))
+        assert [(row.student_ids, row.answer_ids) for row in replayed[name]] == expected
+        assert all(row.teacher_ids == row.student_ids for row in replayed[name])  # the base model on the same tokens
+        key = json.loads(run.manifest(f"train-{name}").read_text())["settings"]
+        assert key["train.replay"] == "open-book" and key["synth.teacher_instruction"] == "Answer from the text."
+        history = json.loads((run.adapter_dir(name) / "metrics.json").read_text())["epochs"]
+        assert all(epoch["replay_kl"] >= 0 for epoch in history)
+    ran.clear()
+    pipeline.run_all(run, open_book)
+    assert ran == []

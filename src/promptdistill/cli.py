@@ -292,7 +292,7 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
 
     # Replay's replies and the teacher cache are written by the main process alone, before the others train.
     with _stage(run_dir, overrides, several_processes=True) as (run, run_config), \
-            _serving(run_config, is_main_process() and (run_config.train.replay != "none"
+            _serving(run_config, is_main_process() and (run_config.train.replay == "self"
                                                          or run_config.train.teacher == "server")):
         for chosen in _chosen(method, method_table.trained(run_config.methods)):
             pipeline.train(run, run_config, chosen)

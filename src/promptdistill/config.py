@@ -28,7 +28,7 @@ ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
 TEACHERS = ("cached", "server", "online")
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
-REPLAYS = ("none", "self")  # what training mixes in to keep the model's general behaviour: retention.py
+REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the base model's behaviour: retention.py
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
@@ -180,9 +180,12 @@ class TrainConfig:
                                           "needs); all: every epoch's"})
     uft_epochs: int = field(default=3, metadata={"help": "epochs of uft, next-token training on the passages (paper: 3)"})
     replay: str = field(
-        default="none", metadata={"help": "none, or self: mix the base model's own replies to everyday prompts "
+        default="none", metadata={"help": "none; self: mix the base model's own replies to everyday prompts "
                                           "into every batch, with a KL-to-base term on them (the paper's Eq. 2 "
-                                          "with the model's replies in place of Tulu data)"})
+                                          "with the model's replies in place of Tulu data); open-book: mix in the "
+                                          "method's own training answers with the passage in the prompt, KL to "
+                                          "the base model reading the same, so that the student still reads a "
+                                          "passage as the base model does (pd+rag; methods trained on answers)"})
     replay_weight: float = field(default=1.0, metadata={"help": "weight of the replay KL term in the loss"})
     replay_ratio: float = field(
         default=0.25, metadata={"help": "replay rows per training row of a batch (at least one row)"})

@@ -37,7 +37,9 @@ COMMON_TRAIN_SETTINGS = (
     "train.weight_decay", "train.max_grad_norm", "train.lora_rank", "train.lora_alpha", "train.lora_dropout",
     "train.lora_output_layer", "train.loss_reduction", "train.mixed_precision",
 )
-REPLAY_SETTINGS = ("train.replay", "train.replay_weight", "train.replay_ratio")  # read only with replay on
+# The settings each train.replay reads; off, none, so that runs from before replay existed keep their keys.
+_REPLAY = ("train.replay", "train.replay_weight", "train.replay_ratio")
+REPLAY_SETTINGS = {"none": (), "self": _REPLAY, "open-book": (*_REPLAY, "synth.teacher_instruction")}
 TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),
     Training.ANSWERS_CE: ("train.epochs",),
@@ -101,6 +103,12 @@ _ALL = (
 )
 METHODS: dict[str, Method] = {method.name: method for method in _ALL}  # the report's rows, in order
 _ALIASES = {alias: method.name for method in _ALL for alias in method.aliases}
+
+
+def replay_for(method: Method, replay: str) -> str:
+    """The replay `method` trains with under train.replay: open-book replays a method's own answers,
+    so that uft (no answers) trains without."""
+    return "none" if replay == "open-book" and not method.trains_on_answers else replay
 
 
 def canonical_name(name: str, option: str = "methods") -> str:

@@ -136,13 +136,15 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
           extra={"seed_offset": method.answer_seed_offset}).run(run, work)
 
 
-def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method) -> list:
-    from promptdistill.train.data import answer_examples, passage_examples
+def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method, open_book=False) -> list:
+    """A method's training examples; `open_book`: its answers with the passage in the student's prompt (replay)."""
+    from promptdistill.train.data import answer_examples, open_book_examples, passage_examples
 
     if method.training is methods.Training.PASSAGES:
         return passage_examples(tokenizer, run.load_passages())
-    return answer_examples(tokenizer, run.load_passages(), read_jsonl(run.questions), read_jsonl(run.answers(method.name)),
-                           with_teacher=method.distills, teacher_instruction=config.synth.teacher_instruction)
+    examples = answer_examples(tokenizer, run.load_passages(), read_jsonl(run.questions), read_jsonl(run.answers(method.name)),
+                               with_teacher=method.distills or open_book, teacher_instruction=config.synth.teacher_instruction)
+    return open_book_examples(examples) if open_book else examples
 
 
 def teacher_cache(run: RunDir, config: RunConfig, method: methods.Method) -> None:
@@ -176,17 +178,16 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     from promptdistill.train.loop import process_state, train_adapter
 
     cached = method.distills and config.train.teacher in ("cached", "server")
-    replaying = config.train.replay != "none"
+    replay = methods.replay_for(method, config.train.replay)
     with process_state().main_process_first():  # under accelerate launch the others find them done
         if cached:
             teacher_cache(run, config, method)
-        if replaying:
+        if replay == "self":
             retention.replay_replies(run, config, partial(generation_backend, config))
     inputs = [run.passages] if not method.trains_on_answers else (
         [run.answers(method.name), run.questions, run.passages] + ([run.teacher] if cached else []))
-    settings = [*MODEL, "seed", *method.train_settings()]
-    if replaying:  # off, the replay settings stay out of the key: runs from before replay existed stand
-        inputs, settings = inputs + [run.replay], settings + list(methods.REPLAY_SETTINGS)
+    settings = [*MODEL, "seed", *method.train_settings(), *methods.REPLAY_SETTINGS[replay]]
+    inputs += [run.replay] if replay == "self" else []
     out_dir = run.adapter_dir(method.name)
     stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,
                   [run.adapter(method.name), out_dir / "metrics.json"])
@@ -197,14 +198,13 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         examples = training_examples(run, config, tokenizer, method)
         if not examples:
             raise UserError(f"train {method.name}: no training examples in {inputs[0]}")
-        train_config = config.train
-        if method.training is methods.Training.PASSAGES:
-            train_config = dataclasses.replace(config.train, epochs=config.train.uft_epochs)
+        train_config = (dataclasses.replace(config.train, epochs=config.train.uft_epochs)
+                        if method.training is methods.Training.PASSAGES else config.train)
+        replay_rows = (retention.replay_examples(run, tokenizer) if replay == "self" else
+                       training_examples(run, config, tokenizer, method, open_book=True) if replay != "none" else None)
         metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
-                                teacher_cache=TeacherCache(run.teacher) if cached else None,
-                                resume_key=stage.key(run),
-                                replay_examples=retention.replay_examples(run, tokenizer) if replaying else None,
-                                mixed_precision=mixed_precision)
+                                teacher_cache=TeacherCache(run.teacher) if cached else None, resume_key=stage.key(run),
+                                replay_examples=replay_rows, mixed_precision=mixed_precision)
         return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}
 
     stage.run(run, work)

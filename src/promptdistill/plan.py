@@ -49,7 +49,7 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
         trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
         rows.append(("trainable LoRA parameters per adapter", f"{trainable:,} (rank {train.lora_rank}, "
                                                               f"output layer {'in' if train.lora_output_layer else 'out'})"))
-    if trained and train.replay != "none":
+    if trained and train.replay == "self":
         rows.append(("replay replies of the base model (generations)", f"{len(retention.read_prompts(train.replay_prompts))}"))
     for method in trained:
         passages_only = method.training is methods.Training.PASSAGES
@@ -94,7 +94,7 @@ def planned_files(run: RunDir, config: RunConfig) -> list[Path]:
     if any(method.distills for method in trained) and config.train.teacher in ("cached", "server"):
         files.append(run.teacher)
     files += [run.adapter(method.name) for method in trained]
-    if trained and config.train.replay != "none":
+    if trained and config.train.replay == "self":
         files.append(run.replay)
     files += [run.eval(name) for name in config.methods]
     if trained and config.eval.retention:

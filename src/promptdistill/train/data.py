@@ -85,6 +85,14 @@ def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], a
     return examples
 
 
+def open_book_examples(examples: list[Example]) -> list[Example]:
+    """Answer examples (with their teacher prompts) whose student reads the teacher's prompt too:
+    the passage, then the question. Replayed with the base model on the same tokens as the
+    target (train.replay=open-book), they keep the student reading a passage as the base does."""
+    return [Example(key=f"open-book-{example.key}", student_ids=example.teacher_ids, answer_ids=example.answer_ids,
+                    teacher_ids=example.teacher_ids) for example in examples]
+
+
 def passage_examples(tokenizer, passages: list[Passage]) -> list[Example]:
     """uft: next-token training on the raw passages; every token after the first is a target."""
     examples = []
