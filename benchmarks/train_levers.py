@@ -107,6 +107,9 @@ def parse_arguments(description: str, methods: str, json_name: str, variants_req
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / json_name)
     args = parser.parse_args()
+    names = [run.name for run in args.run]
+    if len(set(names)) < len(names):  # each run's variants go to OUT/RUN-NAME/: the same name would share them
+        parser.error(f"--run: runs need folder names of their own, got {', '.join(names)}")
     variants = [(name, [setting for setting in settings.split(",") if setting])
                 for name, _, settings in (spec.partition(":") for spec in args.variant)]
     return args, args.methods.split(","), variants
