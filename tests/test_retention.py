@@ -15,7 +15,7 @@ from promptdistill.files import path_digest, read_jsonl, write_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.models import add_lora
 from promptdistill.rundir import RunDir
-from promptdistill.train.data import ReplayRows, reply_examples
+from promptdistill.train.data import ReplayRows, open_book_examples, reply_examples
 
 from conftest import give_adapter_an_effect, make_model
 from test_pipeline import ScriptedExpert, ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
@@ -104,6 +104,23 @@ def test_self_replay_holds_the_model_closer_to_the_base_on_its_own_replies(token
     assert drifts[5.0] < 0.5 * drifts[None]
 
 
+def test_open_book_replay_holds_the_student_s_reading_of_a_passage_closer_to_the_base(tokenizer, tmp_path):
+    """pd learns closed-book; the replay rows (its answers with the passage) keep the open-book rows near the base."""
+    from peft import PeftModel
+
+    rows = open_book_examples(examples(tokenizer))
+    assert [row.student_ids for row in rows] == [example.teacher_ids for example in examples(tokenizer)]
+    drifts = {}
+    for replay in ("none", "open-book"):
+        config = TrainConfig(epochs=4, learning_rate=2e-2, batch_size=2, lora_rank=4, lora_alpha=8, replay=replay,
+                             replay_weight=5.0)
+        loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 2, METHODS["pd"],
+                           config, tmp_path / replay, seed=5, replay_examples=rows if replay != "none" else None)
+        model = PeftModel.from_pretrained(make_model(len(tokenizer)), str(tmp_path / replay / "adapter")).eval()
+        drifts[replay] = sum(retention.drift(model, tokenizer.pad_token_id, rows, 2))
+    assert drifts["open-book"] < 0.5 * drifts["none"]
+
+
 def test_training_with_replay_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -188,7 +205,6 @@ def test_replay_trains_every_method_on_the_same_replies_and_stays_out_of_old_key
     ran.clear()
     pipeline.run_all(run, replaying)
     assert ran == []
-
 
 
 def test_open_book_replay_trains_on_each_answer_with_its_passage_and_leaves_uft_and_the_replay_stage_out(

@@ -11,6 +11,8 @@
     replay (train.replay=self, any method): each step adds a few of the base model's own replies
          to everyday prompts, with KL(base || student) at T=1 on their tokens, weighted by
          train.replay_weight: it pulls what the documents did not ask for back to the base model.
+         train.replay=open-book replays the method's own answers with their passage in the prompt
+         instead, so that the student still reads a passage as the base model does (pd+rag).
 
 Batches group rows of similar length (train/data.py: LengthGroupedBatches).
 
