@@ -136,7 +136,7 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
           extra={"seed_offset": method.answer_seed_offset}).run(run, work)
 
 
-def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method, open_book=False) -> list:
+def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method, open_book: bool = False) -> list:
     """A method's training examples; `open_book`: its answers with the passage in the student's prompt (replay)."""
     from promptdistill.train.data import answer_examples, open_book_examples, passage_examples
 
