@@ -26,6 +26,19 @@ def test_order_preset_then_file_then_overrides(tmp_path):
     assert other_model.synth.questions_per_passage == RunConfig().synth.questions_per_passage
 
 
+def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
+    # --preset paper runs on the default model too: each value the built-in preset changes must be
+    # stated in paper.yaml, or the paper's run silently takes the 135M model's choice.
+    from promptdistill.config import preset_path
+
+    built_in, paper = (yaml.safe_load(preset_path(name).read_text()) for name in ("smollm2-135m", "paper"))
+    missing = [f"{section}.{name}" for section, values in built_in.items() for name in values
+               if name not in paper.get(section, {})]
+    assert missing == []
+    config = resolve_config(None, [], "paper")
+    assert (config.synth.pd_answers_per_question, config.synth.sft_answers_per_question) == (1, 1)
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.learning_rate=-1e-4", "train.learning_rate must be > 0, got -0.0001"),
     ("train.lerning_rate=1", "unknown setting 'train.lerning_rate'"),
