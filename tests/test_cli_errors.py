@@ -140,8 +140,10 @@ def test_demo_is_quick_unless_full(monkeypatch, capsys):
     quick, full = seen["runs/demo"], seen["runs/demo-full"]
     assert (quick.synth.batch_size, full.synth.batch_size) == (32, 8)
     assert "pd+rag" not in quick.methods and "pd+rag" in full.methods
-    # What is learned stays the same: the built-in model's questions and answers, in both.
-    assert quick.synth == dataclasses.replace(full.synth, batch_size=32)
+    # What is learned differs in one setting alone: one answer per question instead of the preset's two.
+    assert (full.synth.pd_answers_per_question, full.synth.sft_answers_per_question) == (2, 2)
+    assert quick.synth == dataclasses.replace(full.synth, batch_size=32, pd_answers_per_question=1,
+                                              sft_answers_per_question=1)
     assert quick.train == full.train
 
 
