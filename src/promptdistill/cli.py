@@ -131,7 +131,7 @@ def _print_plan(plan: str, run) -> None:
 def demo(
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/demo, or runs/demo-full)"),
     full: bool = typer.Option(False, "--full", help="the built-in model's full settings and every baseline "
-                                                   "(about 40 minutes on 2 cores) instead of the quick demo"),
+                                                   "(25 to 50 minutes on 2 cores) instead of the quick demo"),
     methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
