@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from promptdistill.config import KEY_NEUTRAL, RunConfig, TrainConfig, parse_override, resolve_config
+from promptdistill.config import KEY_NEUTRAL, RunConfig, TrainConfig, parse_override, preset_path, resolve_config
 from promptdistill.errors import UserError
 
 
@@ -29,8 +29,6 @@ def test_order_preset_then_file_then_overrides(tmp_path):
 def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
     # --preset paper runs on the default model too: each value the built-in preset changes must be
     # stated in paper.yaml, or the paper's run silently takes the 135M model's choice.
-    from promptdistill.config import preset_path
-
     built_in, paper = (yaml.safe_load(preset_path(name).read_text()) for name in ("smollm2-135m", "paper"))
     missing = [f"{section}.{name}" for section, values in built_in.items() for name in values
                if name not in paper.get(section, {})]
