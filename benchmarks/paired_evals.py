@@ -31,14 +31,15 @@ def main() -> None:
     seeds = args.seeds.split(",")
     paths = dict(spec.partition("=")[::2] for spec in args.eval)
     records = {name: [read_jsonl(Path(path.format(seed=seed))) for seed in seeds] for name, path in paths.items()}
+    all_seeds = {name: pooled(per_seed) for name, per_seed in records.items()}
 
-    rows = {name: {"per_seed": [score(one)["contains"] for one in per_seed], **score(pooled(per_seed))}
+    rows = {name: {"per_seed": [score(one)["contains"] for one in per_seed], **score(all_seeds[name])}
             for name, per_seed in records.items()}
     print(f"| evaluation | {' | '.join(f'seed {seed}' for seed in seeds)} | all seeds [95%] |")
     print("|---" * (len(seeds) + 2) + "|")
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{value:.0f}" for value in row["per_seed"]) + f" | {score_text(row)} |")
-    differences = {f"{first} - {second}": paired(pooled(records[first]), pooled(records[second]))
+    differences = {f"{first} - {second}": paired(all_seeds[first], all_seeds[second])
                    for first, second in itertools.combinations(records, 2)}
     print("\npaired over all seeds' questions, in points:")
     for name, difference in differences.items():

@@ -108,13 +108,14 @@ def test_open_book_replay_holds_the_student_s_reading_of_a_passage_closer_to_the
     """pd learns closed-book; the replay rows (its answers with the passage) keep the open-book rows near the base."""
     from peft import PeftModel
 
-    rows = open_book_examples(examples(tokenizer))
-    assert [row.student_ids for row in rows] == [example.teacher_ids for example in examples(tokenizer)]
+    answers = examples(tokenizer)
+    rows = open_book_examples(answers)
+    assert [row.student_ids for row in rows] == [example.teacher_ids for example in answers]
     drifts = {}
     for replay in ("none", "open-book"):
         config = TrainConfig(epochs=4, learning_rate=2e-2, batch_size=2, lora_rank=4, lora_alpha=8, replay=replay,
                              replay_weight=5.0)
-        loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 2, METHODS["pd"],
+        loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, answers * 2, METHODS["pd"],
                            config, tmp_path / replay, seed=5, replay_examples=rows if replay != "none" else None)
         model = PeftModel.from_pretrained(make_model(len(tokenizer)), str(tmp_path / replay / "adapter")).eval()
         drifts[replay] = sum(retention.drift(model, tokenizer.pad_token_id, rows, 2))
