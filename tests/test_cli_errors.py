@@ -41,14 +41,15 @@ def prepared_run(tmp_path, inputs, tiny_model_dir, monkeypatch, capsys):
 
 
 def snapshot(run_dir):
-    return {path: path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+    """Every file of a run but the cache of converted documents, which may gain a new file's text."""
+    return {path: path.read_bytes() for path in sorted(run_dir.rglob("*"))
+            if path.is_file() and path.name != "documents.jsonl"}
 
 
 def bad_utf8_docs(tmp_path):
-    folder = tmp_path / "latin"
-    folder.mkdir()
-    (folder / "cafe.txt").write_bytes("caf\xe9".encode("latin-1"))
-    return folder
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes('{"id": "cafe", "text": "caf\xe9"}\n'.encode("latin-1"))
+    return path
 
 
 def malformed_tests(tmp_path):
@@ -71,9 +72,9 @@ def empty_folder(tmp_path):
 
 CASES = {
     "empty folder": (lambda t, d, q: ["--docs", str(empty_folder(t)), "--test-questions", str(q)],
-                     "empty: folder has no .txt or .md documents"),
+                     "empty: folder has no documents (.txt .md"),
     "not utf-8": (lambda t, d, q: ["--docs", str(bad_utf8_docs(t)), "--test-questions", str(q)],
-                  "cafe.txt: not UTF-8 text"),
+                  "latin.jsonl: not UTF-8 text (invalid continuation byte at byte 27); save it as UTF-8"),
     "malformed line": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(malformed_tests(t))],
                        "bad.jsonl:2: malformed JSON"),
     "unknown doc_id": (lambda t, d, q: ["--docs", str(d), "--test-questions", str(unknown_doc_tests(t))],
@@ -199,7 +200,7 @@ def test_ctrl_c_prints_the_command_that_resumes(prepared_run, inputs, monkeypatc
 def test_a_full_or_read_only_disk_is_one_line(prepared_run, monkeypatch, capsys, number, says):
     from promptdistill import pipeline
 
-    def failing(run, config, method):
+    def failing(*stage):
         raise OSError(number, os.strerror(number), "/runs/x/epoch-1")
 
     monkeypatch.setattr(pipeline, "evaluate", failing)

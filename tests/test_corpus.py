@@ -43,10 +43,11 @@ def test_a_sentence_longer_than_the_budget_is_cut_at_token_boundaries(caplog):
 def test_upper_case_suffixes_count_and_other_files_are_listed(tmp_path, caplog):
     (tmp_path / "A.TXT").write_text("alpha")
     (tmp_path / "b.Md").write_text("beta")
-    (tmp_path / "c.pdf").write_bytes(b"%PDF")
+    (tmp_path / "c.csv").write_bytes(b"x,y")
     (tmp_path / ".DS_Store").write_bytes(b"x")
     assert [d.id for d in read_documents(tmp_path)] == ["A", "b"]
-    assert "skipped 1 file(s) that are not .txt or .md: c.pdf" in caplog.text
+    assert "skipped 1 file(s) that are not documents (.txt .md .markdown .pdf" in caplog.text
+    assert caplog.text.rstrip().endswith(": c.csv")
 
 
 def test_a_run_directory_inside_the_documents_is_not_read(tmp_path):
@@ -90,10 +91,10 @@ def test_bad_document_files_name_file_and_line(tmp_path, content, message):
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(UserError, match="has no .txt or .md documents"):
+    with pytest.raises(UserError, match="has no documents"):
         read_documents(tmp_path)
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(UserError, match=r"latin1.txt: not UTF-8 text"):
+    (tmp_path / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(UserError, match=r"none of its 1 document\(s\) gives text"):
         read_documents(tmp_path)
     with pytest.raises(UserError, match="no such file or folder"):
         read_documents(tmp_path / "missing")

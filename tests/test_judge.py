@@ -201,10 +201,9 @@ def test_a_server_that_refuses_connections_is_one_line():
 
 
 def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, caplog):
-    from promptdistill import pipeline
     from promptdistill.config import resolve_config
     from promptdistill.files import shareable_mode, write_jsonl
-    from promptdistill.methods import METHODS
+    from promptdistill.judge import judge_replies
     from promptdistill.rundir import RunDir
 
     url, _ = server
@@ -215,7 +214,7 @@ def test_a_judged_run_holds_no_trace_of_the_key(server, monkeypatch, tmp_path, c
     run.save_config(config)
     write_jsonl(run.eval("base"), [{"id": f"q{n}", **record, "contains": 0.0} for n, record in enumerate(RECORDS)])
     caplog.set_level("DEBUG")
-    pipeline.judge(run, config, METHODS["base"])
+    judge_replies(run, config, "base")
     assert [json.loads(line)["judge"] for line in run.judged("base").read_text().splitlines()] == [True, False, None]
     files = [path for path in run.path.rglob("*") if path.is_file()]
     assert len(files) >= 4  # config, eval, judged, manifest, stored batches

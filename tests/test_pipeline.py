@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from promptdistill import pipeline
+from promptdistill import judge, pipeline
 from promptdistill.config import resolve_config
 from promptdistill.files import path_digest, read_jsonl, write_jsonl
 from promptdistill.methods import METHODS
@@ -20,15 +20,21 @@ from promptdistill.rundir import RunDir, Stage
 DOCS = {"town": "velmora was founded in 1623 by tobin quarrel .\n\nthe lighthouse is yellow .\n",
         "river": "the oskeva river is 96 steps from the bridge .\n"}
 RETENTION = ["retention-base", "retention-uft", "retention-sft", "retention-pd"]
+
+
+def evaluations(*names: str) -> list[str]:
+    """The stages that evaluate these methods: on the test questions, then on the self-check's."""
+    return [f"evaluate-{name}" for name in names] + [f"self-check-{name}" for name in names]
 TESTS = [{"question": "who founded velmora ?", "answers": ["tobin quarrel"], "doc_id": "town"},
          {"question": "what is the river ?", "answers": ["oskeva"], "doc_id": "river"}]
 
 
 class ScriptedExpert:
     """Stands in for every generation: questions that name their passage's longest word, answers
-    that repeat it, and a record of every prompt it was given."""
+    that repeat it, and a record of every prompt it was given (and each one's length cap)."""
 
     prompts: list[str] = []
+    caps: list[int] = []
 
     def __init__(self, identity: str):
         self.identity = identity
@@ -38,6 +44,7 @@ class ScriptedExpert:
 
     def generate_batch(self, prompts, sampling, seed):
         ScriptedExpert.prompts.extend(prompts)
+        ScriptedExpert.caps.extend([sampling.max_new_tokens] * len(prompts))
         replies = []
         for row, prompt in enumerate(prompts):
             word = max(prompt.split("\n\n")[0].split(), key=len)
@@ -66,7 +73,8 @@ def ran(monkeypatch):
 
     monkeypatch.setattr(Stage, "run", recording)
     monkeypatch.setattr(pipeline, "make_backend", scripted_backend)
-    ScriptedExpert.prompts = []
+    monkeypatch.setattr(judge, "make_backend", scripted_backend)
+    ScriptedExpert.prompts, ScriptedExpert.caps = [], []
     return names
 
 
@@ -98,10 +106,10 @@ def finished(tmp_path, tiny_model_dir, ran):
     pipeline.prepare(run, config, docs, tests)
     table = pipeline.run_all(run, config)
     assert [line.split()[0] for line in table.splitlines()[2:2 + len(METHODS)]] == list(METHODS)
-    assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
-                   "train-pd"] + [f"evaluate-{name}" for name in METHODS] + RETENTION
+    assert ran == ["prepare", "questions", "self-check", "answers-sft", "answers-pd", "train-uft", "train-sft",
+                   "teacher", "train-pd"] + evaluations(*METHODS) + RETENTION
     ran.clear()
-    ScriptedExpert.prompts = []
+    ScriptedExpert.prompts, ScriptedExpert.caps = [], []
     return run, config
 
 
@@ -118,7 +126,7 @@ def test_the_report_says_where_the_time_and_memory_went(finished):
     assert report["stages"] == {name: {"seconds": manifests[name]["seconds"],
                                        "peak_memory_gb": manifests[name]["peak_memory_gb"]}
                                 for name in report["stages"]}
-    assert list(report["stages"])[:3] == ["prepare", "questions", "answers-sft"]  # in the order they ran
+    assert list(report["stages"])[:3] == ["prepare", "questions", "self-check"]  # in the order they ran
     markdown = (run.path / "report.md").read_text()
     assert "Where the time went" in markdown and "| train-pd |" in markdown and "peak memory GB" in markdown
     assert set(report["coverage"]) == {"sft", "pd"} and set(report["paired"]) == {
@@ -236,7 +244,7 @@ def test_distillation_temperature_retrains_pd_only(finished, ran):
     run, config = finished
     changed = dataclasses.replace(config, train=dataclasses.replace(config.train, distill_temperature=3.0))
     pipeline.run_all(run, changed)
-    assert ran == ["teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]
+    assert ran == ["teacher", "train-pd", *evaluations("pd", "pd+rag"), "retention-pd"]
 
 
 def test_a_cross_entropy_weight_retrains_pd_only_and_zero_leaves_the_run_as_it_was(finished, ran):
@@ -244,7 +252,7 @@ def test_a_cross_entropy_weight_retrains_pd_only_and_zero_leaves_the_run_as_it_w
     pipeline.run_all(run, dataclasses.replace(config, train=dataclasses.replace(config.train, distill_ce_weight=0.0)))
     assert ran == []  # off, the setting is not in the key: runs from before it existed stand
     pipeline.run_all(run, dataclasses.replace(config, train=dataclasses.replace(config.train, distill_ce_weight=0.5)))
-    assert ran == ["train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]  # the teacher cache stands
+    assert ran == ["train-pd", *evaluations("pd", "pd+rag"), "retention-pd"]  # the teacher cache stands
 
 
 def test_a_teacher_instruction_reanswers_retrains_and_reasks_with_the_passage_and_empty_leaves_the_run(finished, ran):
@@ -254,10 +262,10 @@ def test_a_teacher_instruction_reanswers_retrains_and_reasks_with_the_passage_an
     instruction = "Answer from the text."
     pipeline.run_all(run, dataclasses.replace(config, synth=dataclasses.replace(config.synth,
                                                                                teacher_instruction=instruction)))
-    # The scripted expert's answers do not depend on the prompt, so sft's training data stands; pd's
-    # teacher reads the prompt.
-    assert ran == ["answers-sft", "answers-pd", "teacher", "train-pd", "evaluate-pd", "evaluate-rag", "evaluate-pd+rag",
-                   "evaluate-open-book", "retention-pd"]
+    # The scripted expert's answers do not depend on the prompt, so sft's training data and the
+    # self-check's references stand; pd's teacher reads the prompt.
+    assert ran == ["self-check", "answers-sft", "answers-pd", "teacher", "train-pd",
+                   *evaluations("pd", "rag", "pd+rag", "open-book"), "retention-pd"]
     asked = [prompt for prompt in ScriptedExpert.prompts if "?" in prompt.split("\n\n")[-1]]
     with_passage = [prompt for prompt in asked if "\n\n" in prompt]  # closed-book prompts are the question alone
     assert with_passage and all(prompt.split("\n\n")[-2] == instruction for prompt in with_passage)
@@ -266,7 +274,7 @@ def test_a_teacher_instruction_reanswers_retrains_and_reasks_with_the_passage_an
 def test_rag_k_reevaluates_the_retrieving_methods_only(finished, ran):
     run, config = finished
     pipeline.run_all(run, dataclasses.replace(config, eval=dataclasses.replace(config.eval, rag_k=1)))
-    assert ran == ["evaluate-rag", "evaluate-pd+rag"]
+    assert ran == evaluations("rag", "pd+rag")
     assert all(len(record["retrieved"]) == 1 for record in read_jsonl(run.eval("rag")))
 
 
@@ -274,7 +282,7 @@ def test_turning_on_the_judge_grades_again_but_answers_nothing_again(finished, r
     run, config = finished
     judged = dataclasses.replace(config, eval=dataclasses.replace(config.eval, judge=config.model.name))
     pipeline.run_all(run, judged)
-    assert ran == [f"judge-{name}" for name in METHODS]
+    assert ran == [f"judge-{name}" for name in METHODS] + [f"self-check-judge-{name}" for name in METHODS]
     assert ScriptedExpert.prompts and all(p.startswith("Decide whether a proposed answer") for p in ScriptedExpert.prompts)
     assert json.loads((run.path / "report.json").read_text())["methods"]["pd"]["judge"] == 0.0
 
@@ -285,16 +293,17 @@ def test_editing_one_document_reruns_its_questions_and_everything_downstream(fin
     docs, tests = write_inputs(tmp_path, {**DOCS, "river": "the oskeva river is 97 steps from the bridge .\n"})
     pipeline.prepare(run, config, docs, tests)
     pipeline.run_all(run, config)
-    assert ran == ["prepare", "questions", "answers-sft", "answers-pd", "train-uft", "train-sft", "teacher",
-                   "train-pd"] + [f"evaluate-{name}" for name in METHODS] + ["retention-uft", "retention-pd"]
+    assert ran == ["prepare", "questions", "self-check", "answers-sft", "answers-pd", "train-uft", "train-sft",
+                   "teacher", "train-pd"] + evaluations(*METHODS) + ["retention-uft", "retention-pd"]
     # The base model's retention stands, and so does sft's: its questions and answers name the
     # passage's longest word, unchanged, so its adapter came out byte-equal. uft reads the passage,
     # pd's teacher too.
     # The expert wrote and answered questions about the edited passage alone (evaluation prompts
     # aside); the other passages' questions stand.
-    expert = [p for p in ScriptedExpert.prompts if p.endswith("Write a question about the text above.")
-              or re.search(r"number \d+ \d+ \?$", p)]
-    assert len(expert) == 2 + 2 * 2  # two questions written, each answered for sft and pd
+    expert = [p for p, cap in zip(ScriptedExpert.prompts, ScriptedExpert.caps) if cap != config.eval.max_answer_tokens
+              and (p.endswith("Write a question about the text above.") or re.search(r"number \d+ \d+ \?$", p))]
+    # Two questions written, each answered for sft and pd; one self-check question and its reference.
+    assert len(expert) == 2 + 2 * 2 + 1 + 1
     assert all("97 steps" in prompt for prompt in expert)
     questions_after = {q["id"]: q for q in read_jsonl(run.questions)}
     assert questions_after.keys() == questions_before.keys()
@@ -357,7 +366,7 @@ def test_several_pd_answers_per_question_reanswer_and_retrain_pd_alone_each_answ
     pipeline.run_all(run, per_question(1))
     assert ran == []  # one, the setting is not in the key: runs from before it existed stand
     pipeline.run_all(run, per_question(3))
-    assert ran == ["answers-pd", "teacher", "train-pd", "evaluate-pd", "evaluate-pd+rag", "retention-pd"]
+    assert ran == ["answers-pd", "teacher", "train-pd", *evaluations("pd", "pd+rag"), "retention-pd"]
     questions, answers = read_jsonl(run.questions), read_jsonl(run.answers("pd"))
     assert [a["question_id"] for a in answers] == [q["id"] for q in questions for _ in range(3)]
     assert len({a["answer"] for a in answers}) == len(answers)  # each one a sample of its own

@@ -199,7 +199,8 @@ def test_replay_trains_every_method_on_the_same_replies_and_stays_out_of_old_key
 
     replaying = dataclasses.replace(plain, train=dataclasses.replace(plain.train, replay="self"))
     pipeline.run_all(run, replaying)
-    assert ran == ["replay", "train-uft", "train-sft", "evaluate-uft", "evaluate-sft"]
+    assert ran == ["replay", "train-uft", "train-sft", "evaluate-uft", "evaluate-sft", "self-check-uft",
+                   "self-check-sft"]
     assert [r["prompt"] for r in read_jsonl(run.replay)] == retention.read_prompts("")
     history = json.loads((run.adapter_dir("sft") / "metrics.json").read_text())["epochs"]
     assert all(epoch["replay_kl"] >= 0 for epoch in history)
@@ -231,7 +232,8 @@ def test_open_book_replay_trains_on_each_answer_with_its_passage_and_leaves_uft_
     monkeypatch.setattr(loop, "train_adapter", recording)
     open_book = dataclasses.replace(plain, train=dataclasses.replace(plain.train, replay="open-book"))
     pipeline.run_all(run, open_book)
-    assert ran == ["train-sft", "train-pd", "evaluate-sft", "evaluate-pd"]  # no replay stage, uft as it was
+    assert ran == ["train-sft", "train-pd", "evaluate-sft", "evaluate-pd", "self-check-sft", "self-check-pd"]
+    # no replay stage, uft as it was
     assert json.loads(run.manifest("train-uft").read_text())["settings"] == uft_key and not run.replay.exists()
     tokenizer = load_tokenizer(plain.model)
     passages = {passage.id: passage.text for passage in run.load_passages()}

@@ -40,8 +40,10 @@ ConfigOption = typer.Option(None, "--config", help="YAML file of settings (see c
 SetOption = typer.Option([], "--set", help="override one setting, e.g. --set train.epochs=3")
 RunDirArgument = typer.Argument(..., help="run directory made by `promptdistill run`")
 MethodOption = typer.Option(None, "--method", help="only this method (default: all in the config)")
-DocsOption = typer.Option(..., help="folder of .txt/.md files, or JSONL of {id, text}")
-TestQuestionsOption = typer.Option(..., help='JSONL of {"question", "answers": [...], "doc_id"}')
+DocsOption = typer.Option(..., help="folder of documents (PDF, Word, PowerPoint, EPUB, web pages, text, Markdown), "
+                                   "or JSONL of {id, text}")
+TestQuestionsOption = typer.Option(None, help='JSONL of {"question", "answers": [...], "doc_id"}; without it, the '
+                                              "report's self-check estimates what was learned")
 ModelOption = typer.Option(None, help="built-in name, hub id, local folder or .gguf file")
 DryRunOption = typer.Option(False, "--dry-run", help="print the plan (generations, training steps, LoRA "
                             "parameters, files) and write config.yaml; load no model weights")
@@ -100,18 +102,35 @@ def _serving(run_config, needed: bool = True):
 
 
 def _finish(table: str, run_dir: Path) -> None:
+    from promptdistill.rundir import RunDir
+
     print(table)
     console.print(f"\nreport: {run_dir / 'report.md'}  chart: {run_dir / 'plots' / 'accuracy.png'}")
+    if not RunDir(run_dir).has_questions("test"):
+        console.print("no test questions: the self-check estimates what was learned. Add your own with "
+                      "--test-questions: they are only evaluated, nothing is trained again.", soft_wrap=True)
 
 
-def _run(docs: Path, test_questions: Path, out: Path, model: Optional[str], methods: Optional[str],
+def _default_methods(out: Path, test_questions: Optional[Path]) -> dict:
+    """The methods unless --methods or a settings file says: the ones a run directory was made with,
+    else, without test questions, methods.WITHOUT_TEST_QUESTIONS."""
+    from promptdistill.config import read_yaml
+
+    recorded = out / "config.yaml"
+    if recorded.is_file() and read_yaml(recorded).get("methods"):
+        return {"methods": read_yaml(recorded)["methods"]}
+    return {} if test_questions else {"methods": list(method_table.WITHOUT_TEST_QUESTIONS)}
+
+
+def _run(docs: Path, test_questions: Optional[Path], out: Path, model: Optional[str], methods: Optional[str],
          config: Optional[Path], overrides: list[str], preset: Optional[str] = None, dry_run: bool = False) -> None:
     from promptdistill import pipeline
     from promptdistill.plan import plan_documents
 
     if model:
         overrides = [f"model.name={model}", *overrides]
-    run_config = resolve_config(config, [*_methods_option(methods), *overrides], preset)
+    run_config = resolve_config(config, [*_methods_option(methods), *overrides], preset,
+                                defaults=_default_methods(out, test_questions))
     with _locked(out) as run:
         if dry_run:
             _print_plan(plan_documents(run, run_config, docs, test_questions), run)
@@ -150,7 +169,7 @@ def demo(
 @app.command()
 def run(
     docs: Path = DocsOption,
-    test_questions: Path = TestQuestionsOption,
+    test_questions: Optional[Path] = TestQuestionsOption,
     out: Path = typer.Option(..., help="run directory (created; rerun to resume)"),
     model: Optional[str] = ModelOption,
     methods: Optional[str] = MethodsOption,
@@ -158,7 +177,11 @@ def run(
     overrides: list[str] = SetOption,
     dry_run: bool = DryRunOption,
 ) -> None:
-    """Documents to trained adapters and a report: every stage, resuming finished ones."""
+    """Documents to trained adapters and a report: every stage, resuming finished ones.
+
+    Without --test-questions it trains pd and evaluates base, pd and open-book on the self-check;
+    a run directory keeps the methods it was made with unless --methods says otherwise.
+    """
     _run(docs, test_questions, out, model, methods, config, overrides, dry_run=dry_run)
 
 
@@ -195,7 +218,7 @@ def reproduce(
 @app.command()
 def prepare(
     docs: Path = DocsOption,
-    test_questions: Path = TestQuestionsOption,
+    test_questions: Optional[Path] = TestQuestionsOption,
     out: Path = typer.Option(..., help="run directory"),
     model: Optional[str] = ModelOption,
     config: Optional[Path] = ConfigOption,
@@ -251,7 +274,7 @@ def _chosen(method: Optional[str], allowed: list[method_table.Method]) -> list[m
 
 @app.command()
 def questions(run_dir: Path = RunDirArgument, overrides: list[str] = SetOption) -> None:
-    """The expert writes training questions about each passage."""
+    """The expert writes training questions about each passage, and the self-check's."""
     from promptdistill import pipeline
 
     with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
@@ -301,14 +324,16 @@ def train(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
 @app.command()
 def evaluate(run_dir: Path = RunDirArgument, method: Optional[str] = MethodOption,
              overrides: list[str] = SetOption) -> None:
-    """Answer the test questions with each method and grade them (and ask the judge, if set)."""
+    """Answer the test questions and the self-check's with each method, grade them (and ask the judge, if set)."""
     from promptdistill import pipeline
+    from promptdistill.judge import judge_replies
 
     with _stage(run_dir, overrides) as (run, run_config), _serving(run_config):
-        for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
-            pipeline.evaluate(run, run_config, chosen)
-            if run_config.eval.judge:
-                pipeline.judge(run, run_config, chosen)
+        for question_set in pipeline.question_sets(run, run_config):
+            for chosen in _chosen(method, [method_table.METHODS[name] for name in run_config.methods]):
+                pipeline.evaluate(run, run_config, chosen, question_set)
+                if run_config.eval.judge:
+                    judge_replies(run, run_config, chosen.name, question_set)
 
 
 @app.command()

@@ -22,6 +22,7 @@ import yaml
 
 from promptdistill import methods as method_table
 from promptdistill.errors import UserError, check_choice
+from promptdistill.files import read_text
 
 DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
@@ -104,6 +105,10 @@ class SynthConfig:
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},
     )
+    self_check_share: float = field(
+        default=0.2, metadata={"help": "the share of each passage's questions held out from training for the "
+                                       "self-check (selfcheck.py): questions_per_passage x share / (1 - share) more "
+                                       "are written, at least one; 0: no self-check"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generation batch"})
 
     def __post_init__(self):
@@ -114,6 +119,8 @@ class SynthConfig:
             raise UserError(f"synth.top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"synth.top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.self_check_share < 1:
+            raise UserError(f"synth.self_check_share must be in [0, 1), got {self.self_check_share}")
         check_choice("synth.answer_length", self.answer_length, ANSWER_LENGTHS)
         check_choice("synth.question_style", self.question_style, QUESTION_STYLES)
         if not 0 <= self.near_duplicate_overlap <= 1:
@@ -427,10 +434,10 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: config file not found")
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
+        loaded = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {error}") from None
     if loaded is None:
@@ -455,8 +462,10 @@ def resolve_config(
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     preset: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Resolve the configuration of a run (see the module docstring for the order)."""
+    """Resolve the configuration of a run (see the module docstring for the order); `defaults`
+    sit above the model's preset and below the rest (the methods of a run without test questions)."""
     named: dict[str, Any] = {}
     if preset is not None:
         path = preset_path(preset)
@@ -469,7 +478,7 @@ def resolve_config(
     model_name = user.get("model", {}).get("name") or named.get("model", {}).get("name") or ModelConfig.name
     model_preset = preset_path(str(model_name))
     values = read_yaml(model_preset) if model_preset is not None else {}
-    values = _merge(_merge(values, named), user)
+    values = _merge(_merge(_merge(values, defaults or {}), named), user)
     return _build(RunConfig, values, "")
 
 

@@ -1,23 +1,28 @@
 """Documents, passages and test questions.
 
-A document comes from a .txt/.md file (its id is the file name without suffix) or a JSONL line
-{"id", "text"}. Passages are consecutive paragraphs of one document packed under a token budget;
-their id is DOC_ID#INDEX, stable as long as the document and the budget are.
+A document comes from a file in a folder (PDF, Word, PowerPoint, EPUB, a saved web page, text or
+Markdown, turned into text by convert.py; its id is its path in the folder without the suffix) or
+from a JSONL line {"id", "text"}. Passages are consecutive paragraphs of one document packed under
+a token budget; their id is DOC_ID#INDEX, stable as long as the document and the budget are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
-from promptdistill.errors import UserError
-from promptdistill.files import read_numbered_jsonl, read_text
+from tqdm.auto import tqdm
 
-DOCUMENT_SUFFIXES = (".txt", ".md")  # in any case: .TXT, .Md
+from promptdistill import __version__, convert
+from promptdistill.errors import UserError
+from promptdistill.files import BatchStore, content_key, read_numbered_jsonl
+
 EXPORT_MARKER = "promptdistill-export.json"  # in every folder `promptdistill export` writes
 # A folder holding one of these was written by promptdistill (a run, an export): never a document.
 WRITTEN_BY_PROMPTDISTILL = ("manifests", ".lock", EXPORT_MARKER)
@@ -52,23 +57,19 @@ class TestQuestion:
         return asdict(self)
 
 
-def read_documents(source: Path, exclude: Path | None = None) -> list[Document]:
-    """Read a folder of .txt/.md files (recursively) or a JSONL file of {"id", "text"}.
+def read_documents(source: Path, exclude: Path | None = None, store: BatchStore | None = None) -> list[Document]:
+    """Read a folder of documents (recursively; convert.SUFFIXES) or a JSONL file of {"id", "text"}.
 
     In a folder, `exclude` (the run directory) and every folder promptdistill wrote (a run, an
-    export) are passed over; other files that are not documents are listed in a warning.
+    export) are passed over; files of other kinds are listed in a warning, and so is each file that
+    gives no text, with what to do (the others go on). `store` keeps each file's text under a digest
+    of its bytes, so that a rerun converts only new and changed files.
     """
     source = Path(source)
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
     if source.is_dir():
-        files, skipped = document_files(source, exclude)
-        if skipped:
-            log.warning("%s: skipped %d file(s) that are not .txt or .md: %s", source, len(skipped),
-                        ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else ""))
-        if not files:
-            raise UserError(f"{source}: folder has no .txt or .md documents")
-        documents = [Document(id=_document_id(path, source), text=read_text(path)) for path in files]
+        documents = _read_folder(source, exclude, store)
     else:
         documents = []
         for number, record in read_numbered_jsonl(source, required=("id", "text")):
@@ -91,8 +92,51 @@ def read_documents(source: Path, exclude: Path | None = None) -> list[Document]:
     return documents
 
 
+def _read_folder(root: Path, exclude: Path | None, store: BatchStore | None) -> list[Document]:
+    files, skipped = document_files(root, exclude)
+    if skipped:
+        log.warning("%s: skipped %d file(s) that are not documents (%s): %s", root, len(skipped),
+                    " ".join(convert.SUFFIXES), ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else ""))
+    if not files:
+        raise UserError(f"{root}: folder has no documents ({' '.join(convert.SUFFIXES)})")
+    names: dict[str, Path] = {}
+    for path in files:
+        document_id = _document_id(path, root)
+        if document_id in names:
+            raise UserError(f"{names[document_id]} and {path} would both be document {document_id!r}; rename one")
+        names[document_id] = path
+    documents, unreadable = [], 0
+    for document_id, path in tqdm(names.items(), desc="reading documents", unit="file", leave=False,
+                                  disable=len(names) < 10):
+        try:
+            documents.append(Document(id=document_id, text=_converted(path, store)))
+        except convert.Unreadable as error:
+            log.warning("skipped %s", error)
+            unreadable += 1
+    if not documents:
+        raise UserError(f"{root}: none of its {unreadable} document(s) gives text (see the warnings above)")
+    return documents
+
+
+def _converted(path: Path, store: BatchStore | None) -> str:
+    """`convert.convert(path)`, kept in `store` under the file's bytes and the converters' versions."""
+    if store is None:
+        return convert.convert(path)
+    key = content_key(path.suffix.lower(), hashlib.sha256(path.read_bytes()).hexdigest(), CONVERTER_VERSIONS)
+    text = store.get(key)
+    if text is None:
+        text = [convert.convert(path)]
+        store.put(key, text)
+    return text[0]
+
+
+# A converted text is made again when one of these changes.
+CONVERTER_VERSIONS = [__version__, *(version(name) for name in ("pypdfium2", "trafilatura", "markitdown"))]
+
+
 def document_files(root: Path, exclude: Path | None) -> tuple[list[Path], list[str]]:
-    """The documents under `root`, and the names of the other files (hidden files not counted)."""
+    """The documents under `root`, and the names of the other files (hidden files, and the
+    folder of resources a browser saves beside a page, NAME_files, not counted)."""
     excluded = exclude.resolve() if exclude else None
     files, skipped = [], []
     for folder, subfolders, names in os.walk(root):
@@ -100,12 +144,14 @@ def document_files(root: Path, exclude: Path | None) -> tuple[list[Path], list[s
         if folder.resolve() == excluded or any((folder / sign).exists() for sign in WRITTEN_BY_PROMPTDISTILL):
             subfolders.clear()
             continue
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        pages = {Path(name).stem for name in names if name.lower().endswith(convert.WEB_PAGE_SUFFIXES)}
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and not (name.endswith("_files") and name[:-6] in pages))
         for name in names:
             if name.startswith("."):
                 continue
             path = folder / name
-            if path.suffix.lower() in DOCUMENT_SUFFIXES:
+            if path.suffix.lower() in convert.SUFFIXES:
                 files.append(path)
             else:
                 skipped.append(path.relative_to(root).as_posix())

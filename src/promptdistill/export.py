@@ -135,16 +135,20 @@ def model_card(run: RunDir, config: RunConfig, method: methods.Method, adapter_o
         "## How", "",
         "| setting | value |", "|---|---|",
         *[f"| {key} | {value} |" for key, value in config.settings("model.name", "seed", *method.train_settings()).items()],
-        "", "## How well (containment on the run's test questions, from its report)", "",
     ]
-    report = run.path / "report.json"
-    if report.is_file():
-        results = json.loads(report.read_text())["methods"]
-        lines += ["| method | contains % | 95% interval |", "|---|---|---|"]
-        lines += [f"| {name}{' (this model)' if name == method.name else ''} | {r['contains']:.1f} | "
-                  f"{r['contains_interval'][0]:.1f} to {r['contains_interval'][1]:.1f} |" for name, r in results.items()]
-    else:
-        lines.append("The run has no report yet.")
+    report = json.loads((run.path / "report.json").read_text()) if (run.path / "report.json").is_file() else {}
+    self_check = report.get("self_check") or {}
+    for title, results in (("containment on the run's test questions", report.get("methods")),
+                           ("the self-check: containment on held-out questions the model wrote, an estimate",
+                            self_check.get("methods"))):
+        if results:
+            lines += ["", f"## How well ({title}, from the run's report)", "",
+                      "| method | contains % | 95% interval |", "|---|---|---|"]
+            lines += [f"| {name}{' (this model)' if name == method.name else ''} | {r['contains']:.1f} | "
+                      f"{r['contains_interval'][0]:.1f} to {r['contains_interval'][1]:.1f} |"
+                      for name, r in results.items()]
+    if not report:
+        lines += ["", "The run has no report yet."]
     return "\n".join(lines) + "\n"
 
 

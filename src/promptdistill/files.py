@@ -6,11 +6,13 @@ never sees half a file.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
@@ -83,6 +85,59 @@ def folder_in_place(target: Path):
     replace_folder(staging, target)
 
 
+class BatchStore:
+    """Finished batches of one stage (generation batches, converted documents): an append-only
+    JSONL file of {"key", "replies"} lines.
+
+    A line is appended only once its batch is complete, so a torn last line (the process was
+    killed mid-write) is ignored on reading. Used as a context manager, it keeps only the
+    batches the pass used once the pass succeeds, so the file does not grow with every change of
+    input.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.batches: dict[str, list[str]] = {}
+        self.used: set[str] = set()
+        self._lock = threading.Lock()
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.batches[entry["key"]] = entry["replies"]
+
+    def get(self, key: str) -> list[str] | None:
+        replies = self.batches.get(key)
+        if replies is not None:
+            self.used.add(key)
+        return replies
+
+    def put(self, key: str, replies: list[str]) -> None:
+        with self._lock:  # batches finish on several threads against a server
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            self.batches[key] = replies
+            self.used.add(key)
+
+    def __enter__(self) -> BatchStore:
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        if error_type is None:
+            self.compact()
+
+    def compact(self) -> None:
+        kept = {key: replies for key, replies in self.batches.items() if key in self.used}
+        write_atomic(self.path, "".join(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n"
+                                        for key, replies in kept.items()))
+        self.batches = kept
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
@@ -92,14 +147,27 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any
     return [record for _, record in read_numbered_jsonl(path, required)]
 
 
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def decode_text(data: bytes, encoding: str = "utf-8") -> str:
+    """Text as an editor saved it: in `encoding`, or the one its byte-order mark names (Windows
+    editors write one), with CRLF and CR line ends made LF. UnicodeDecodeError if it is neither."""
+    for mark, marked in BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            data, encoding = data[len(mark):], marked
+            break
+    return data.decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_text(path: Path) -> str:
-    """A UTF-8 text file; missing or not text raises UserError naming the file."""
+    """A text file (`decode_text`); missing or not text raises UserError naming the file."""
     try:
-        return Path(path).read_bytes().decode("utf-8")
+        return decode_text(Path(path).read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
 
 
 def read_numbered_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:

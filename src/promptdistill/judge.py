@@ -11,14 +11,19 @@ unparseable (None), never quietly a pass or a fail, and words such as "correct" 
             the last grade tag).
 
 The judge runs on any generation Backend (generation.make_backend): a local model or an
-OpenAI-compatible chat-completions server.
+OpenAI-compatible chat-completions server. Its stage, judge-METHOD (after evaluate-METHOD),
+writes a verdict per graded reply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
-from promptdistill.generation import Backend, BatchStore, Sampling, generate_all
+from promptdistill.config import RunConfig
+from promptdistill.files import read_jsonl, write_jsonl
+from promptdistill.generation import Backend, BatchStore, Sampling, generate_all, make_backend
+from promptdistill.rundir import RunDir, Stage
 
 # "Verdict: correct", any case, optionally in markdown bold (around the line, the label or the
 # word) and with a final period.
@@ -89,6 +94,14 @@ def parse_verdict(text: str) -> bool | None:
     return match.group(1).lower() == "correct"
 
 
+def judge_backend(config: RunConfig) -> Backend:
+    """The judge (eval.judge): a model as --model takes, or the model at eval.judge_url."""
+    settings = config.eval
+    return make_backend(dataclasses.replace(config.model, name=settings.judge), server_url=settings.judge_url,
+                        api_key_env=settings.judge_api_key_env, max_concurrency=config.generation.max_concurrency,
+                        max_retries=config.generation.max_retries)
+
+
 JUDGE_STYLES = {"verdict": (judge_prompt, parse_verdict), "few-shot": (few_shot_judge_prompt, parse_grade_tag)}
 
 
@@ -105,6 +118,25 @@ def judge_all(
     replies = generate_all(backend, prompts, Sampling(0.0, max_new_tokens), seed=0,
                            batch_size=batch_size, store=store, description="judging")
     return [parse(reply) for reply in replies]
+
+
+def judge_replies(run: RunDir, config: RunConfig, method: str, question_set: str = "test") -> None:
+    """The judge's verdict on each of a method's graded replies (eval/METHOD.jsonl, or the
+    self-check's), in METHOD.judge.jsonl beside them: true, false or null (unparseable)."""
+    settings, graded, judged = config.eval, run.eval(method, question_set), run.judged(method, question_set)
+    name = f"{'' if question_set == 'test' else 'self-check-'}judge-{method}"
+
+    def work():
+        records = read_jsonl(graded)
+        with BatchStore(run.batches(name)) as store:
+            verdicts = judge_all(judge_backend(config), records, settings.judge_max_tokens, settings.batch_size, store,
+                                 settings.judge_style)
+        write_jsonl(judged, [{"id": r["id"], "judge": v} for r, v in zip(records, verdicts)])
+        return {"judged": len(verdicts), "unparseable": sum(v is None for v in verdicts)}
+
+    stage_settings = config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens", "eval.judge_style",
+                                     "model.dtype")
+    Stage(name, stage_settings, [graded], [judged]).run(run, work)
 
 
 def agreement(judge_verdicts: list[bool | None], contains_grades: list[float | bool]) -> dict:

@@ -102,6 +102,9 @@ _ALL = (
            aliases=("oracle",)),  # the paper's name for the base model with the gold passage
 )
 METHODS: dict[str, Method] = {method.name: method for method in _ALL}  # the report's rows, in order
+# A run without test questions trains what its user came for, and the self-check's frame beside it:
+# the base model (what was there before) and open-book (the teacher's own reading).
+WITHOUT_TEST_QUESTIONS = ("base", "pd", "open-book")
 _ALIASES = {alias: method.name for method in _ALL for alias in method.aliases}
 
 

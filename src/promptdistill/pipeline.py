@@ -1,14 +1,16 @@
 """The stages of a run, in order; each reads the files of the ones before and writes its own.
 
-    prepare    documents + test questions -> passages.jsonl, test_questions.jsonl, config.yaml
+    prepare    documents (+ test questions) -> documents/, passages.jsonl, test_questions.jsonl, config.yaml
     rewrite    (reproduce, optional) test questions -> stand-alone questions
     questions  passages -> questions.jsonl (the expert writes them)
+    self-check passages, questions -> self_check/questions.jsonl (held out, with the teacher's answers; selfcheck.py)
     answers    questions -> answers/METHOD.jsonl (the expert answers open-book, per method)
     teacher    answers of the distilled method -> teacher/ (top-k targets; train.teacher=cached)
     replay     (train.replay=self) replay prompts -> replay.jsonl (the base model's replies; retention.py)
     train      answers or passages -> adapters/METHOD/ (LoRA, checkpoints per epoch)
-    evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first)
-    judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (when eval.judge is set)
+    evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first), and
+               the self-check's -> self_check/METHOD.jsonl
+    judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (when eval.judge is set), and self_check/
     retention  adapters -> retention/ (what each trained method forgot; eval.retention; retention.py)
     report     eval/ -> report.md, report.json, plots/accuracy.png (report.py)
 
@@ -23,13 +25,14 @@ import dataclasses
 from functools import partial
 from pathlib import Path
 
-from promptdistill import methods, retention
+from promptdistill import methods, retention, selfcheck
 from promptdistill.config import RunConfig
 from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.errors import UserError
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import content_key, read_jsonl, write_jsonl
 from promptdistill.generation import BatchStore, make_backend, served
+from promptdistill.judge import judge_replies
 from promptdistill.models import default_device, load_model, load_tokenizer, training_precision
 from promptdistill.report import report_run
 from promptdistill.rundir import RunDir, Stage
@@ -42,10 +45,12 @@ def generation_backend(config: RunConfig, adapter: Path | None = None):
     return make_backend(config.model, adapter, **served(config.generation))
 
 
-def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> None:
+def prepare(run: RunDir, config: RunConfig, docs: Path, test_questions: Path | None) -> None:
     """Read and check every input before any model work, then write the corpus files."""
-    documents = read_documents(docs, exclude=run.path)
-    prepare_corpus(run, config, documents, read_test_questions(test_questions, {d.id for d in documents}))
+    with BatchStore(run.batches("documents")) as store:  # each file converted once, until it changes
+        documents = read_documents(docs, exclude=run.path, store=store)
+        tests = read_test_questions(test_questions, {d.id for d in documents}) if test_questions else []
+        prepare_corpus(run, config, documents, tests)
 
 
 def prepare_corpus(run: RunDir, config: RunConfig, documents: list[Document], tests: list[TestQuestion]) -> None:
@@ -54,11 +59,13 @@ def prepare_corpus(run: RunDir, config: RunConfig, documents: list[Document], te
 
     def work():
         passages = split_with_tokenizer(documents, tokenizer, config.corpus.passage_tokens)
+        run.write_documents(documents)
         write_jsonl(run.passages, [passage.to_dict() for passage in passages])
         write_jsonl(run.test_questions, [test.to_dict() for test in tests])
         return {"documents": len(documents), "passages": len(passages), "test_questions": len(tests)}
 
-    Stage("prepare", config.settings("model.name", "corpus.passage_tokens"), [], [run.passages, run.test_questions],
+    outputs = [run.documents, run.passages, run.test_questions]
+    Stage("prepare", config.settings("model.name", "corpus.passage_tokens"), [], outputs,
           extra={"documents": content_key([(d.id, d.text) for d in documents]),
                  "test_questions": content_key([t.to_dict() for t in tests])}).run(run, work)
 
@@ -96,7 +103,8 @@ def rewrite_questions(run: RunDir, config: RunConfig, documents: list[Document],
 
 
 def questions(run: RunDir, config: RunConfig) -> None:
-    from promptdistill.synth import write_questions
+    """The expert's training questions (questions.jsonl), then the self-check's (selfcheck.py)."""
+    from promptdistill.synth import QUESTION_SETTINGS, write_questions
 
     def work():
         with BatchStore(run.batches("questions")) as store:
@@ -108,10 +116,10 @@ def questions(run: RunDir, config: RunConfig) -> None:
         write_jsonl(run.questions, records)
         return {"questions": len(records), **vars(stats)}
 
-    settings = config.settings(*MODEL, "seed", *(f"synth.{name}" for name in (
-        "questions_per_passage", "question_style", "question_temperature", "top_p", "top_k", "max_question_tokens",
-        "near_duplicate_overlap", "require_passage_name", "max_attempts", "batch_size")))
+    settings = config.settings(*MODEL, "seed", *QUESTION_SETTINGS)
     Stage("questions", settings, [run.passages], [run.questions]).run(run, work)
+    if selfcheck.wanted(config):
+        selfcheck.write(run, config, partial(generation_backend, config))
 
 
 def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
@@ -210,9 +218,10 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
     stage.run(run, work)
 
 
-def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
-    """Answer the test questions with one method, grade them, write eval/METHOD.jsonl."""
-    inputs = [run.test_questions, run.passages]
+def evaluate(run: RunDir, config: RunConfig, method: methods.Method, question_set: str = "test") -> None:
+    """Answer the test questions (or the self-check's, selfcheck.py) with one method, grade the
+    replies, write them to eval/METHOD.jsonl (self_check/METHOD.jsonl)."""
+    inputs = [run.questions_of(question_set), run.passages]
     settings = [*MODEL, "eval.max_answer_tokens", "eval.answer_temperature", "eval.answer_length", "eval.batch_size",
                 "eval.match", *methods.CONTEXT_SETTINGS[method.context]]
     adapter = run.adapter(method.adapter) if method.adapter else None
@@ -220,55 +229,40 @@ def evaluate(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         inputs.append(adapter)
     if method.context is methods.Context.RETRIEVED and config.eval.retriever == "dense":
         settings.append("eval.dense_model")
+    name = f"{'evaluate' if question_set == 'test' else 'self-check'}-{method.name}"
 
     def work():
-        with BatchStore(run.batches(f"evaluate-{method.name}")) as store:
+        with BatchStore(run.batches(name)) as store:
             backend = generation_backend(config, adapter)
-            records = evaluate_method(backend, method, run.load_test_questions(), run.load_passages(), config.eval,
-                                      store, config.synth.teacher_instruction)
-        write_jsonl(run.eval(method.name), records)
+            records = evaluate_method(backend, method, run.load_test_questions(question_set), run.load_passages(),
+                                      config.eval, store, config.synth.teacher_instruction)
+        write_jsonl(run.eval(method.name, question_set), records)
         return summarise(records)
 
-    Stage(f"evaluate-{method.name}", config.settings(*settings), inputs, [run.eval(method.name)]).run(run, work)
+    Stage(name, config.settings(*settings), inputs, [run.eval(method.name, question_set)]).run(run, work)
 
 
-def judge(run: RunDir, config: RunConfig, method: methods.Method) -> None:
-    """The LLM judge's verdict on each reply, in eval/METHOD.judge.jsonl (eval.judge set)."""
-    from promptdistill.judge import judge_all
-
-    settings = config.eval
-
-    def work():
-        records = read_jsonl(run.eval(method.name))
-        backend = make_backend(dataclasses.replace(config.model, name=settings.judge), server_url=settings.judge_url,
-                               api_key_env=settings.judge_api_key_env,
-                               max_concurrency=config.generation.max_concurrency,
-                               max_retries=config.generation.max_retries)
-        with BatchStore(run.batches(f"judge-{method.name}")) as store:
-            verdicts = judge_all(backend, records, settings.judge_max_tokens, settings.batch_size, store,
-                                 settings.judge_style)
-        write_jsonl(run.judged(method.name), [{"id": r["id"], "judge": v} for r, v in zip(records, verdicts)])
-        return {"judged": len(verdicts), "unparseable": sum(v is None for v in verdicts)}
-
-    judge_settings = config.settings("eval.judge", "eval.judge_url", "eval.judge_max_tokens", "eval.judge_style",
-                                     "model.dtype")
-    Stage(f"judge-{method.name}", judge_settings, [run.eval(method.name)], [run.judged(method.name)]).run(run, work)
+def question_sets(run: RunDir, config: RunConfig) -> list[str]:
+    """What the methods are evaluated on: the test questions, where the run has some, and the self-check's."""
+    sets = ["test", "self-check"] if selfcheck.wanted(config) else ["test"]
+    return [question_set for question_set in sets if run.has_questions(question_set)]
 
 
 def run_all(run: RunDir, config: RunConfig) -> str:
     """Every stage the chosen methods need, in order; finished ones are skipped."""
     trained = methods.trained(config.methods)
-    if any(method.trains_on_answers for method in trained):
+    if selfcheck.wanted(config) or any(method.trains_on_answers for method in trained):
         questions(run, config)
     for method in trained:
         if method.trains_on_answers:
             answers(run, config, method)
     for method in trained:
         train(run, config, method)
-    for name in config.methods:
-        evaluate(run, config, methods.METHODS[name])
-        if config.eval.judge:
-            judge(run, config, methods.METHODS[name])
+    for question_set in question_sets(run, config):
+        for name in config.methods:
+            evaluate(run, config, methods.METHODS[name], question_set)
+            if config.eval.judge:
+                judge_replies(run, config, name, question_set)
     if config.eval.retention and trained:
         retention.check(run, config, trained, partial(generation_backend, config))
     return report_run(run, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from promptdistill import methods, retention
+from promptdistill import methods, retention, selfcheck
 from promptdistill.config import RunConfig
 from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.datasets import carries_rewritten_questions, load_cut_dataset
@@ -57,21 +57,29 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
         epochs = train.uft_epochs if passages_only else train.epochs
         steps = math.ceil(sequences / (train.batch_size * train.gradient_accumulation_steps)) * epochs
         rows.append((f"train {method.name}: sequences x epochs, optimizer steps", f"{sequences} x {epochs}, {steps}"))
-    rows.append(("test answers (generations)", f"{len(tests) * len(config.methods)} "
-                                               f"({len(tests)} x {', '.join(config.methods)})"))
+    if tests:
+        rows.append(("test answers (generations)", f"{len(tests) * len(config.methods)} "
+                                                   f"({len(tests)} x {', '.join(config.methods)})"))
+    if selfcheck.wanted(config):
+        held_out = len(passages) * selfcheck.questions_per_passage(config)
+        rows.append(("self-check: questions, the teacher's answers, then each method's (generations, at most)",
+                     f"{held_out}, {held_out}, {held_out} x {len(config.methods)} "
+                     f"({selfcheck.questions_per_passage(config)} per passage)"))
     if trained and config.eval.retention:
         asked = len(retention.general_questions(config.eval.retention_questions))
         drift = len(retention.bundled("drift_prompts"))
         rows.append(("retention check (generations)", f"{asked} + {drift} (base model), then up to {asked} per "
                                                       f"trained method ({', '.join(m.name for m in trained)})"))
-    rows.append(("files", ", ".join(str(path.relative_to(run.path)) for path in planned_files(run, config))))
+    files = planned_files(run, config, bool(tests))
+    rows.append(("files", ", ".join(str(path.relative_to(run.path)) for path in files)))
     return rows
 
 
-def plan_documents(run: RunDir, config: RunConfig, docs: Path, test_questions: Path) -> str:
+def plan_documents(run: RunDir, config: RunConfig, docs: Path, test_questions: Path | None) -> str:
     """`run --dry-run`: the inputs checked as `prepare` checks them, the plan, and config.yaml."""
     documents = read_documents(docs, exclude=run.path)
-    rows = plan_run(run, config, documents, read_test_questions(test_questions, {d.id for d in documents}))
+    tests = read_test_questions(test_questions, {d.id for d in documents}) if test_questions else []
+    rows = plan_run(run, config, documents, tests)
     run.save_config(config)
     return format_plan(rows)
 
@@ -85,10 +93,10 @@ def plan_dataset(run: RunDir, config: RunConfig, data_dir: Path | None) -> str:
     return format_plan(rows)
 
 
-def planned_files(run: RunDir, config: RunConfig) -> list[Path]:
+def planned_files(run: RunDir, config: RunConfig, tested: bool = True) -> list[Path]:
     trained = methods.trained(config.methods)
-    files = [run.config, run.passages, run.test_questions]
-    if any(method.trains_on_answers for method in trained):
+    files = [run.config, run.documents, run.passages, run.test_questions]
+    if any(method.trains_on_answers for method in trained) or selfcheck.wanted(config):
         files.append(run.questions)
     files += [run.answers(method.name) for method in trained if method.trains_on_answers]
     if any(method.distills for method in trained) and config.train.teacher in ("cached", "server"):
@@ -96,7 +104,9 @@ def planned_files(run: RunDir, config: RunConfig) -> list[Path]:
     files += [run.adapter(method.name) for method in trained]
     if trained and config.train.replay == "self":
         files.append(run.replay)
-    files += [run.eval(name) for name in config.methods]
+    files += [run.eval(name) for name in config.methods] if tested else []
+    if selfcheck.wanted(config):
+        files += [run.self_check_questions] + [run.eval(name, "self-check") for name in config.methods]
     if trained and config.eval.retention:
         files += [run.retention("base"), run.retention("base-replies")]
         files += [run.retention(name) for m in trained for name in (m.name, f"{m.name}.drift")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptdistill import methods, retention
+from promptdistill import methods, retention, selfcheck
 from promptdistill.config import RunConfig
 from promptdistill.evaluate import contains, summarise
 from promptdistill.files import read_jsonl, write_atomic
@@ -38,27 +38,40 @@ def paper_reference(spec: str) -> dict[str, float] | None:
 
 
 def report_run(run: RunDir, config: RunConfig) -> str:
-    """The report of a run directory, from the graded replies of every chosen method; returns the table."""
-    graded = {name: run.load_graded(name, bool(config.eval.judge)) for name in config.methods}
+    """The report of a run directory, from the graded replies of every chosen method: on the test
+    questions, where the run has some, and on the self-check's; returns the table."""
     resamples = config.eval.bootstrap_resamples
-    results = {name: method_results(records, verdicts, resamples, config.seed)
-               for name, (records, verdicts) in graded.items()}
-    differences = paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
+    results, differences = scores(run, config, "test") if run.has_questions("test") else ({}, {})
+    self_check = None
+    if (selfcheck.wanted(config) and run.has_questions("self-check")
+            and all(run.eval(name, "self-check").is_file() for name in config.methods)):
+        checked, checked_differences = scores(run, config, "self-check")
+        self_check = {"methods": checked, "paired": checked_differences,
+                      "questions": len(read_jsonl(run.self_check_questions))}
     answered = [m.name for m in methods.trained(config.methods)
                 if m.trains_on_answers and run.answers(m.name).is_file()]
     coverage = {}
-    if answered:
+    if answered and results:
         tests, questions = read_jsonl(run.test_questions), read_jsonl(run.questions)
         docs = {passage.id: passage.doc_id for passage in run.load_passages()}
         coverage = {name: answer_coverage(tests, docs, questions, read_jsonl(run.answers(name))) for name in answered}
-    trained = [m.name for m in methods.trained(config.methods) if m.name in results]
-    for name in trained:
-        results[name].update(retention.summary(run, name, resamples, config.seed) or {})
+    first = results or (self_check or {}).get("methods", {})  # the table that shows what was forgotten too
+    for name in [m.name for m in methods.trained(config.methods) if m.name in first]:
+        first[name].update(retention.summary(run, name, resamples, config.seed) or {})
     kept = {name: retention.kept_by_question(run, name) for name in ("pd", "sft") if run.retention(name).is_file()}
     if len(kept) == 2 and kept["pd"]:  # the paper has sft forgetting more than pd
         differences["retention: pd - sft"] = paired(kept["pd"], kept["sft"], resamples, config.seed)
     return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_costs(), differences, coverage)
+                        run.stage_costs(), differences, coverage, self_check)
+
+
+def scores(run: RunDir, config: RunConfig, question_set: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each chosen method's scores on a set of questions, and the paired differences between them."""
+    graded = {name: run.load_graded(name, bool(config.eval.judge), question_set) for name in config.methods}
+    resamples = config.eval.bootstrap_resamples
+    results = {name: method_results(records, verdicts, resamples, config.seed)
+               for name, (records, verdicts) in graded.items()}
+    return results, paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
 
 
 def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
@@ -153,14 +166,21 @@ def _cell(value, result: dict | None = None, key: str = "") -> str:
     return f"{value:.1f}"
 
 
-def table_rows(results: dict[str, dict]) -> list[str]:
+TEST_TITLE = "accuracy, % of test questions (rag, pd+rag and open-book read passages; the rest are closed-book)"
+
+
+def self_check_title(questions: int) -> str:
+    return (f"self-check, % of {questions} questions the model wrote about the documents and never trained on, "
+            "graded against the teacher's answers with the passage: an estimate (docs/quality.md)")
+
+
+def table_rows(results: dict[str, dict], title: str = TEST_TITLE) -> list[str]:
     """Plain-text rows, the same in the terminal and in report.md."""
     columns = _columns(results)
     cells = {method: [_cell(result.get(key), result, key) for key, _ in columns] for method, result in results.items()}
     widths = [max([12, len(heading)] + [len(row[i]) for row in cells.values()]) for i, (_, heading) in enumerate(columns)]
     header = f"{'method':<10} " + " ".join(f"{heading:>{width}}" for (_, heading), width in zip(columns, widths))
-    lines = ["accuracy, % of test questions (rag, pd+rag and open-book read passages; the rest are closed-book)",
-             header]
+    lines = [title, header]
     for method, row in cells.items():
         lines.append(f"{method:<10} " + " ".join(f"{cell:>{width}}" for cell, width in zip(row, widths))
                      + f"   {_note(method)}")
@@ -169,68 +189,51 @@ def table_rows(results: dict[str, dict]) -> list[str]:
 
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
                  reference: dict[str, float] | None = None, stages: dict[str, dict] | None = None,
-                 paired: dict[str, dict] | None = None, coverage: dict[str, dict] | None = None) -> str:
+                 paired: dict[str, dict] | None = None, coverage: dict[str, dict] | None = None,
+                 self_check: dict | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
+    `results`: each method's scores on the test questions (empty: the run has none).
     `reference`: the paper's published accuracy per method for the same dataset, shown beside.
     `stages`: each stage's wall time and peak memory (RunDir.stage_costs), for a table of where
     the time went.
     `paired`: paired_differences' intervals, stated under the table.
     `coverage`: answer_coverage of each method's training answers.
+    `self_check`: {"methods", "paired", "questions"} of the self-check (selfcheck.py).
     """
     stages, paired, coverage = stages or {}, paired or {}, coverage or {}
     if reference:
         results = {method: {**result, "paper": reference.get(method)} for method, result in results.items()}
-    table = "\n".join(table_rows(results) + _paired_lines(paired) + _coverage_lines(coverage))
+    tables = []
+    if results:
+        tables += table_rows(results) + _paired_lines(paired) + _coverage_lines(coverage) + [""]
+    if self_check:
+        tables += table_rows(self_check["methods"], self_check_title(self_check["questions"]))
+        tables += _paired_lines(self_check["paired"])
     write_atomic(run_dir / "report.json",
-                 json.dumps({"methods": results, "paired": paired, "coverage": coverage, "counts": counts,
-                             "stages": stages,
-                             "settings": settings}, indent=2) + "\n")
-    plot_accuracy(results, run_dir / "plots" / "accuracy.png")
-    columns = _columns(results)
-    graders = "contains: some accepted answer appears in the reply as whole words; EM: exact match; " \
-              "F1: token F1 (SQuAD normalisation); 95% interval: bootstrap over questions, for contains"
-    if any("judge" in result for result in results.values()):
-        graders += f"; judge: the LLM judge `{settings['eval']['judge']}` said correct"
-    else:
-        graders += "; no LLM judge was configured (eval.judge), so lexical grades stand alone"
-    if any("recall_at_k" in result for result in results.values()):
-        graders += f"; recall@k: the gold document among the {settings['eval']['rag_k']} passages retrieved " \
-                   f"by {settings['eval']['retriever']}"
-    lines = [
-        "# promptdistill report", "",
-        f"Model: `{settings['model']['name']}`; {counts['test_questions']} test questions over "
-        f"{counts['documents']} documents ({counts['passages']} passages); "
-        f"{counts['questions']} training questions.", "",
-        "| method | " + " | ".join(heading for _, heading in columns) + " | what |",
-        "|---" * (len(columns) + 2) + "|",
-    ]
-    for method, result in results.items():
-        lines.append(f"| {method} | " + " | ".join(_cell(result.get(key), result, key) for key, _ in columns)
-                     + f" | {_note(method)} |")
-    if reference:
-        graders += f"; paper: {PAPER_SOURCE}"
-    known = next((r for r in results.values() if r.get("drift") is not None), None)
-    if known:
-        graders += (f"; retention: of the {known['general_questions']} bundled general questions, the "
-                    f"{known['known']} the base model answers correctly, the share the trained model still does; "
-                    "drift: mean KL(base || trained) per token of the base model's replies to everyday prompts "
-                    "(both with 95% bootstrap intervals; `retention/`)")
-    lines += ["", f"Accuracy in percent. {graders}.", ""]
-    if paired:
-        lines += ["Differences in containment on the same questions (a difference whose interval holds 0 is "
-                  "not established):", ""] + [f"- {line}" for line in _paired_lines(paired)] + [""]
+                 json.dumps({"methods": results, "paired": paired, "coverage": coverage, "self_check": self_check,
+                             "counts": counts, "stages": stages, "settings": settings}, indent=2) + "\n")
+    plot_accuracy(results, run_dir / "plots" / "accuracy.png", self_check["methods"] if self_check else None)
+    tested = f"{counts['test_questions']} test questions" if results else "no test questions"
+    written = f"{counts['questions']} training questions"
+    if self_check:
+        written += f" and {self_check['questions']} self-check questions"
+    lines = ["# promptdistill report", "",
+             f"Model: `{settings['model']['name']}`; {tested} over {counts['documents']} documents "
+             f"({counts['passages']} passages; the text of each in `documents/`); {written}.", ""]
+    if results:
+        lines += _markdown_section(results, paired, settings, reference, "Accuracy in percent. ")
     if coverage:
         lines += [f"- {line}" for line in _coverage_lines(coverage)] + [""]
-    agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
-    if agreements:
-        lines += ["How often the judge and containment agree (over parseable verdicts):", "",
-                  "| method | agree | judge only | contains only | unparseable |", "|---|---|---|---|---|"]
-        for method, counted in agreements.items():
-            rate = "-" if counted["agreement"] is None else f"{100 * counted['agreement']:.0f}%"
-            lines.append(f"| {method} | {rate} | {counted['judge_only']} | {counted['contains_only']} | "
-                         f"{counted['unparseable']} |")
-        lines.append("")
+    if self_check:
+        lines += ["## Self-check: what was learned, estimated without test questions", "",
+                  f"The expert wrote {self_check['questions']} more questions about the documents, which no method "
+                  "trained on, and the teacher (the base model with the passage in its prompt) answered each; each "
+                  "method then answered them as it answers test questions. A reply counts as correct when it holds "
+                  "the key span of the teacher's answer (the words that answer, beyond what the question says). "
+                  "This is an estimate from the model's own questions and answers, not a test: it measures how much "
+                  "of what the teacher says with the passage a method says without it.", ""]
+        lines += _markdown_section(self_check["methods"], self_check["paired"], settings, None, "")
     lines += ["![accuracy](plots/accuracy.png)", ""]
     if stages:
         total = sum(cost["seconds"] for cost in stages.values())
@@ -241,35 +244,87 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
                   f"{'-' if cost['peak_memory_gb'] is None else format(cost['peak_memory_gb'], '.2f')} |"
                   for stage, cost in stages.items()]
         lines.append("")
-    lines += ["Per-question replies and grades: `eval/METHOD.jsonl`. Settings: `config.yaml`.", ""]
+    lines += ["Per-question replies and grades: `eval/METHOD.jsonl` (the self-check's: `self_check/METHOD.jsonl`). "
+              "Settings: `config.yaml`.", ""]
     write_atomic(run_dir / "report.md", "\n".join(lines))
-    return table
+    return "\n".join(tables).rstrip("\n")
 
 
-def plot_accuracy(results: dict[str, dict], path: Path) -> None:
-    """Accuracy bars with intervals; where retention was measured, a second panel with each
-    trained method's retention (bars, intervals) and drift (written at the foot of its bar)."""
+def _markdown_section(results: dict[str, dict], paired: dict[str, dict], settings: dict,
+                      reference: dict[str, float] | None, lead: str) -> list[str]:
+    """One table of report.md with what its columns mean, its paired differences and the judge's agreement."""
+    columns = _columns(results)
+    lines = ["| method | " + " | ".join(heading for _, heading in columns) + " | what |",
+             "|---" * (len(columns) + 2) + "|"]
+    for method, result in results.items():
+        lines.append(f"| {method} | " + " | ".join(_cell(result.get(key), result, key) for key, _ in columns)
+                     + f" | {_note(method)} |")
+    graders = "contains: some accepted answer appears in the reply as whole words; EM: exact match; " \
+              "F1: token F1 (SQuAD normalisation); 95% interval: bootstrap over questions, for contains"
+    if any("judge" in result for result in results.values()):
+        graders += f"; judge: the LLM judge `{settings['eval']['judge']}` said correct"
+    else:
+        graders += "; no LLM judge was configured (eval.judge), so lexical grades stand alone"
+    if any("recall_at_k" in result for result in results.values()):
+        graders += f"; recall@k: the gold document among the {settings['eval']['rag_k']} passages retrieved " \
+                   f"by {settings['eval']['retriever']}"
+    if reference:
+        graders += f"; paper: {PAPER_SOURCE}"
+    known = next((r for r in results.values() if r.get("drift") is not None), None)
+    if known:
+        graders += (f"; retention: of the {known['general_questions']} bundled general questions, the "
+                    f"{known['known']} the base model answers correctly, the share the trained model still does; "
+                    "drift: mean KL(base || trained) per token of the base model's replies to everyday prompts "
+                    "(both with 95% bootstrap intervals; `retention/`)")
+    lines += ["", f"{lead}{graders}.", ""]
+    if paired:
+        lines += ["Differences in containment on the same questions (a difference whose interval holds 0 is "
+                  "not established):", ""] + [f"- {line}" for line in _paired_lines(paired)] + [""]
+    agreements = {m: r["judge_agreement"] for m, r in results.items() if "judge_agreement" in r}
+    if agreements:
+        lines += ["How often the judge and containment agree (over parseable verdicts):", "",
+                  "| method | agree | judge only | contains only | unparseable |", "|---|---|---|---|---|"]
+        for method, counted in agreements.items():
+            rate = "-" if counted["agreement"] is None else f"{100 * counted['agreement']:.0f}%"
+            lines.append(f"| {method} | {rate} | {counted['judge_only']} | {counted['contains_only']} | "
+                         f"{counted['unparseable']} |")
+        lines.append("")
+    return lines
+
+
+def plot_accuracy(results: dict[str, dict], path: Path, self_check: dict[str, dict] | None = None) -> None:
+    """Accuracy bars with intervals, on the test questions and on the self-check's; where retention
+    was measured, a panel with each trained method's retention (bars, intervals) and drift
+    (written at the foot of its bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    checked = [m for m, result in results.items() if result.get("drift") is not None]
-    widths = [len(results) + 1.5] + ([len(checked) + 1.5] if checked else [])
+    panels = []
+    if results:
+        panels.append((results, "accuracy (contains), %", "Test questions, with 95% bootstrap intervals"))
+    if self_check:
+        panels.append((self_check, "self-check (contains), %", "Self-check (an estimate), with 95% intervals"))
+    first = results or self_check or {}
+    checked = [m for m, result in first.items() if result.get("drift") is not None]
+    widths = [len(shown) + 1.5 for shown, _, _ in panels] + ([len(checked) + 1.5] if checked else [])
     figure, axes = plt.subplots(1, len(widths), figsize=(1.1 * sum(widths) + 1, 3.8), squeeze=False,
                                 gridspec_kw={"width_ratios": widths})
-    _bars(axes[0][0], results, "contains", "contains_interval", "{:.0f}", "#4c72b0")
-    axes[0][0].set_ylabel("accuracy (contains), %")
-    axes[0][0].set_title("Accuracy by method, with 95% bootstrap intervals")
+    for axis, (shown, label, title) in zip(axes[0], panels):
+        _bars(axis, shown, "contains", "contains_interval", "{:.0f}", "#4c72b0")
+        axis.set_ylabel(label)
+        axis.set_title(title)
     if checked:
-        shown = {m: {**results[m], "retention": results[m]["retention"] or 0.0,
-                     "retention_interval": results[m]["retention_interval"] or [0.0, 0.0]} for m in checked}
-        _bars(axes[0][1], shown, "retention", "retention_interval", "{:.0f}", "#55a868")
+        shown = {m: {**first[m], "retention": first[m]["retention"] or 0.0,
+                     "retention_interval": first[m]["retention_interval"] or [0.0, 0.0]} for m in checked}
+        axis = axes[0][-1]
+        _bars(axis, shown, "retention", "retention_interval", "{:.0f}", "#55a868")
         for position, method in enumerate(checked):
-            axes[0][1].text(position, 4, f"KL {results[method]['drift']:.3f}", ha="center", va="bottom",
-                            fontsize=8, color="white")
-        axes[0][1].set_ylabel("general questions kept, %")
-        axes[0][1].set_title("Retention, and drift (KL)")
+            axis.text(position, 4, f"KL {first[method]['drift']:.3f}", ha="center", va="bottom", fontsize=8,
+                      color="white")
+        axis.set_ylabel("general questions kept, %")
+        axis.set_title("Retention, and drift (KL)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp.png")

@@ -37,12 +37,15 @@ import yaml
 
 from promptdistill import __version__
 from promptdistill.config import RunConfig, load_run_config
-from promptdistill.corpus import Passage, TestQuestion
+from promptdistill.corpus import Document, Passage, TestQuestion
 from promptdistill.errors import UserError
-from promptdistill.files import (content_key, is_main_process, path_digest, process_count, read_jsonl,
-                                 write_atomic)
+from promptdistill.files import (content_key, folder_in_place, is_main_process, path_digest, process_count,
+                                 read_jsonl, write_atomic)
 
 log = logging.getLogger(__name__)
+
+# Where each set of questions' graded replies go: the test questions', and the self-check's (selfcheck.py).
+EVAL_FOLDERS = {"test": "eval", "self-check": "self_check"}
 
 # Set by the command line (cli.main), whose process runs no tensor code of its own between
 # stages: a child forked after OpenMP has run in its parent hangs at its first parallel product.
@@ -57,8 +60,10 @@ class RunDir:
 
     config = property(lambda self: self.path / "config.yaml")
     inputs = property(lambda self: self.path / "inputs")  # a dataset's documents and questions, as cut
+    documents = property(lambda self: self.path / "documents")  # the text each document became, DOC_ID.md
     passages = property(lambda self: self.path / "passages.jsonl")
     test_questions = property(lambda self: self.path / "test_questions.jsonl")
+    self_check_questions = property(lambda self: self.path / "self_check" / "questions.jsonl")  # selfcheck.py
     questions = property(lambda self: self.path / "questions.jsonl")
     teacher = property(lambda self: self.path / "teacher")
     replay = property(lambda self: self.path / "replay.jsonl")  # the base model's replies (train.replay=self)
@@ -87,11 +92,16 @@ class RunDir:
         """The merged model `promptdistill serve RUN` serves (`promptdistill export` writes anywhere)."""
         return self.path / "export" / method
 
-    def eval(self, method: str) -> Path:
-        return self.path / "eval" / f"{method}.jsonl"
+    def questions_of(self, question_set: str) -> Path:
+        """The questions a method is evaluated on: the test questions, or the self-check's."""
+        return self.test_questions if question_set == "test" else self.self_check_questions
 
-    def judged(self, method: str) -> Path:
-        return self.path / "eval" / f"{method}.judge.jsonl"
+    def eval(self, method: str, question_set: str = "test") -> Path:
+        """A method's graded replies: eval/METHOD.jsonl (test questions), self_check/METHOD.jsonl."""
+        return self.path / EVAL_FOLDERS[question_set] / f"{method}.jsonl"
+
+    def judged(self, method: str, question_set: str = "test") -> Path:
+        return self.path / EVAL_FOLDERS[question_set] / f"{method}.judge.jsonl"
 
     def retention(self, name: str) -> Path:
         """retention/NAME.jsonl: the retention check's records (NAME: base, base-replies, a method,
@@ -135,6 +145,14 @@ class RunDir:
                 handle.truncate(0)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def write_documents(self, documents: list[Document]) -> None:
+        """documents/DOC_ID.md: the text each document became, what the model is taught from."""
+        with folder_in_place(self.documents) as folder:
+            for document in documents:
+                path = folder / f"{document.id}.md"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(document.text, encoding="utf-8")
+
     def load_config(self, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         if not self.config.is_file():
             raise UserError(f"{self.path}: not a run directory (no config.yaml); start one with `promptdistill run`")
@@ -146,17 +164,22 @@ class RunDir:
     def load_passages(self) -> list[Passage]:
         return [Passage(**record) for record in read_jsonl(self.passages)]
 
-    def load_test_questions(self) -> list[TestQuestion]:
-        return [TestQuestion(**record) for record in read_jsonl(self.test_questions)]
+    def load_test_questions(self, question_set: str = "test") -> list[TestQuestion]:
+        return [TestQuestion(**record) for record in read_jsonl(self.questions_of(question_set))]
 
-    def load_graded(self, method: str, judged: bool) -> tuple[list[dict], list[bool | None] | None]:
+    def has_questions(self, question_set: str) -> bool:
+        """Whether the run has questions of this set to evaluate (a run without test questions has none)."""
+        path = self.questions_of(question_set)
+        return path.is_file() and path.stat().st_size > 0
+
+    def load_graded(self, method: str, judged: bool, question_set: str = "test") -> tuple[list[dict], list | None]:
         """A method's graded replies, and the judge's verdicts on them when `judged` and present."""
-        if not self.eval(method).is_file():
-            raise UserError(f"report: {self.eval(method)} is missing; run `promptdistill evaluate` first")
+        if not self.eval(method, question_set).is_file():
+            raise UserError(f"report: {self.eval(method, question_set)} is missing; run `promptdistill evaluate` first")
         verdicts = None
-        if judged and self.judged(method).is_file():
-            verdicts = [entry["judge"] for entry in read_jsonl(self.judged(method))]
-        return read_jsonl(self.eval(method)), verdicts
+        if judged and self.judged(method, question_set).is_file():
+            verdicts = [entry["judge"] for entry in read_jsonl(self.judged(method, question_set))]
+        return read_jsonl(self.eval(method, question_set)), verdicts
 
     def stage_costs(self) -> dict[str, dict]:
         """Each finished stage's last run, in the order the stages finished: its wall time in

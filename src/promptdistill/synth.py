@@ -74,6 +74,10 @@ def passage_names(text: str) -> set[str]:
     return {word.lower() for word in words if word[0].isupper()} - lower_case - STOPWORDS
 
 
+# The settings question writing reads (with the model's and the seed): the questions stage's and the self-check's.
+QUESTION_SETTINGS = tuple(f"synth.{name}" for name in (
+    "questions_per_passage", "question_style", "question_temperature", "top_p", "top_k", "max_question_tokens",
+    "near_duplicate_overlap", "require_passage_name", "max_attempts", "batch_size"))
 QUESTION_WORDS = frozenset("who whom whose what when where which why how".split())
 
 
@@ -91,11 +95,13 @@ def near_duplicate(words: set[str], earlier: list[set[str]], overlap: float) -> 
 
 def write_questions(
     backend: Backend, passages: list[Passage], config: SynthConfig, seed: int, store: BatchStore | None = None,
+    written: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict], QuestionStats]:
     """Sample questions until each passage has its quota or `max_attempts` rounds are spent.
 
     Style "single": one question per reply, its first line up to the '?' (what follows is not worth
     generating, so generation stops there). Style "tagged": several per reply, in <question> tags.
+    `written`: questions already kept for a passage (by its id), which a new one must not repeat.
     """
     tagged = config.question_style == "tagged"
     per_reply = QUESTIONS_PER_TAGGED_REPLY if tagged else 1
@@ -108,6 +114,9 @@ def write_questions(
     passage_words = {passage.id: content_words(passage.text) for passage in passages}
     names = {passage.id: passage_names(passage.text) if config.require_passage_name else set()
              for passage in passages}
+    for passage_id, questions in (written or {}).items():
+        seen[passage_id] |= {normalise_question(question) for question in questions}
+        kept_words[passage_id] += [question_words(question) for question in questions]
     stats = QuestionStats()
 
     def keep(passage: Passage, question: str | None) -> None:

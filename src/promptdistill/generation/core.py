@@ -12,17 +12,13 @@ edited document, not the whole corpus, because each passage is its own group.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterator, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
-from promptdistill.files import content_key, write_atomic
+from promptdistill.files import BatchStore, content_key
 
 
 @dataclass(frozen=True)
@@ -55,58 +51,6 @@ class Backend(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int: ...
-
-
-class BatchStore:
-    """Finished batches of one stage: an append-only JSONL file of {"key", "replies"} lines.
-
-    A line is appended only once its batch is complete, so a torn last line (the process was
-    killed mid-write) is ignored on reading. Used as a context manager, it keeps only the
-    batches the pass used once the pass succeeds, so the file does not grow with every change of
-    input.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.batches: dict[str, list[str]] = {}
-        self.used: set[str] = set()
-        self._lock = threading.Lock()
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.batches[entry["key"]] = entry["replies"]
-
-    def get(self, key: str) -> list[str] | None:
-        replies = self.batches.get(key)
-        if replies is not None:
-            self.used.add(key)
-        return replies
-
-    def put(self, key: str, replies: list[str]) -> None:
-        with self._lock:  # batches finish on several threads against a server
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            self.batches[key] = replies
-            self.used.add(key)
-
-    def __enter__(self) -> BatchStore:
-        return self
-
-    def __exit__(self, error_type, *_) -> None:
-        if error_type is None:
-            self.compact()
-
-    def compact(self) -> None:
-        kept = {key: replies for key, replies in self.batches.items() if key in self.used}
-        write_atomic(self.path, "".join(json.dumps({"key": key, "replies": replies}, ensure_ascii=False) + "\n"
-                                        for key, replies in kept.items()))
-        self.batches = kept
 
 
 def plan_batches(backend: Backend, prompts: list[str], batch_size: int, seed: int,
