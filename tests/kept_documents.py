@@ -15,8 +15,8 @@ SITE_FOOTER = "Copyright 2026 Velmora Gazette. All rights reserved."
 
 
 def pdf(path: Path, paragraphs: list[str], header: str = HEADER, password: str = "") -> Path:
-    """Small pages, so that a few paragraphs run over several; each page has a running header and a
-    footer with its page number, as a word processor prints them."""
+    """Small pages (A7), so that a few paragraphs run over several; each page has a running header
+    and a footer with its page number, as a word processor prints them."""
     from fpdf import FPDF
 
     class Handbook(FPDF):
@@ -29,9 +29,10 @@ def pdf(path: Path, paragraphs: list[str], header: str = HEADER, password: str =
             self.set_font("Helvetica", "I", 8)
             self.cell(0, 5, f"{FOOTER} - page {self.page_no()} of {{nb}}", align="C")
 
-    document = Handbook(format=(105, 148))
+    document = Handbook(format=(74, 105))
     if password:
         document.set_encryption(owner_password=password, user_password=password)
+    document.set_margins(8, 8)
     document.set_auto_page_break(True, margin=14)
     document.add_page()
     document.set_font("Helvetica", size=10)

@@ -40,21 +40,20 @@ def test_a_multi_page_pdf_keeps_every_sentence_and_loses_its_running_header_and_
     text = convert.convert(path)
     assert all(sentence in flat(text) for sentence in sentences(paragraphs))
     assert kept.HEADER not in text and kept.FOOTER not in text and "page 2 of" not in text
-    # A paragraph that runs over a page break stays whole: no sentence is cut between two.
-    blocks = [flat(block) for block in text.split("\n\n")]
-    assert all(any(sentence in block for block in blocks) for sentence in sentences(paragraphs))
-    assert len(blocks) >= len(paragraphs) - 2  # a paragraph whose last line is full width runs into the next
+    # Paragraphs stay apart, and one that runs over a page break stays whole.
+    assert [flat(block) for block in text.split("\n\n")] == paragraphs
 
 
 def test_page_text_drops_furniture_only_at_a_page_s_edges_and_joins_a_paragraph_s_lines():
-    wide = "x" * 60
-    pages = [f"Acme Manual\n{wide} the lamp\nwas lit at dusk.\n3",
-             f"Acme Manual\nThe Acme Manual says the keeper {wide}\nrang the bell.\n4",
-             f"Acme Manual\n{wide} keeper\nlived there.\nPage 5 of 9"]
-    paragraphs = page_text(pages).strip().split("\n\n")
-    assert paragraphs == [f"{wide} the lamp was lit at dusk.", f"The Acme Manual says the keeper {wide} rang the bell.",
-                          f"{wide} keeper lived there."]
-    assert page_text(["Acme Manual\nOnly page"]) == "Acme Manual Only page\n"  # furniture repeats: one page has none
+    pages = ["Acme Manual\nThe lamp of the old lighthouse was lit at\ndusk by the keeper.\nThe keeper kept a careful and detailed\n3",
+             "Acme Manual\nlog of every ship that passed the point,\nand the Acme Manual says he rang the\nbell.\n4",
+             "Acme Manual\n- a brass bell\n- a lamp\nPage 5 of 9"]
+    assert page_text(pages).split("\n\n") == [
+        "The lamp of the old lighthouse was lit at dusk by the keeper.",  # ends where "The" would have fit
+        "The keeper kept a careful and detailed log of every ship that passed the point, and the Acme Manual says "
+        "he rang the bell.",
+        "- a brass bell", "- a lamp\n"]
+    assert page_text(["Acme Manual\nOnly page"]) == "Acme Manual Only page\n"  # one page: no furniture
 
 
 def test_word_keeps_its_body_and_drops_its_header_and_footer(tmp_path):

@@ -11,6 +11,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import kept_documents as kept
 import pytest
 
 from promptdistill import cli
@@ -84,3 +85,54 @@ def test_demo_pipeline_on_two_documents(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main()
     assert capsys.readouterr().out == table
+
+
+def test_a_folder_of_pdfs_word_files_and_web_pages_without_test_questions(tmp_path, monkeypatch, capsys):
+    """A user's first run: documents as people keep them, no test questions; the self-check says
+    what was learned, and test questions added afterwards are only evaluated."""
+    demo = Path(str(resources.files("promptdistill") / "demo"))
+    docs = tmp_path / "manuals"
+    docs.mkdir()
+    texts = {}
+    for name, write in zip(DOCS + ("corvane-lily",), ("pdf", "docx", "html")):
+        title, *paragraphs = [block.strip() for block in (demo / "docs" / f"{name}.md").read_text().split("\n\n")]
+        texts[name] = paragraphs
+        title = title.lstrip("# ")
+        if write == "pdf":
+            kept.pdf(docs / f"{name}.pdf", [title, *paragraphs])
+        elif write == "docx":
+            kept.docx(docs / f"{name}.docx", title, paragraphs)
+        else:
+            (docs / f"{name}.html").write_text(kept.web_page(title, paragraphs))
+    out = tmp_path / "run"
+    args = ["promptdistill", "run", "--docs", str(docs), "--out", str(out),
+            "--set", "synth.questions_per_passage=3", "--set", "synth.max_attempts=2", "--set", "train.epochs=1",
+            "--set", "synth.pd_answers_per_question=1", "--set", "synth.self_check_share=0.5",
+            "--set", "eval.max_answer_tokens=32", "--set", "eval.retention=false"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    # What the model was taught: every sentence of the documents, none of the page furniture.
+    for name, paragraphs in texts.items():
+        taught = " ".join((out / "documents" / f"{name}.md").read_text().split())
+        assert all(" ".join(paragraph.split()) in taught for paragraph in paragraphs), name
+        assert kept.HEADER not in taught and kept.COOKIES not in taught and kept.SITE_FOOTER not in taught
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == {} and set(report["self_check"]["methods"]) == {"base", "pd", "open-book"}
+    checked = report["self_check"]["methods"]
+    assert checked["open-book"]["contains"] - checked["base"]["contains"] >= 20  # the teacher reads its passage
+    assert (out / "adapters" / "pd" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "self-check, % of" in capsys.readouterr().out
+
+    tests = tmp_path / "tests.jsonl"
+    tests.write_text("".join(line + "\n" for line in (demo / "test_questions.jsonl").read_text().splitlines()
+                             if json.loads(line)["doc_id"] in texts))
+    finished = {path.name: path.stat().st_mtime_ns for path in (out / "manifests").iterdir()}
+    monkeypatch.setattr(sys, "argv", [*args, "--test-questions", str(tests)])
+    with pytest.raises(SystemExit):
+        cli.main()
+    rerun = {path.name for path in (out / "manifests").iterdir() if finished.get(path.name) != path.stat().st_mtime_ns}
+    assert rerun == {"prepare.json", "evaluate-base.json", "evaluate-pd.json", "evaluate-open-book.json"}
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == {"base", "pd", "open-book"} and report["counts"]["test_questions"] == 15

@@ -22,7 +22,10 @@ from promptdistill.synth import write_questions
     ("The Velmora lighthouse is painted saffron yellow.", "What colour is the Velmora lighthouse?",
      "painted saffron yellow"),
     ("It has ninety-six steps.", "How many steps does the lighthouse have?", "ninety-six"),
-    ("The lighthouse.", "Which is the lighthouse?", "The lighthouse."),  # nothing new: the whole reference
+    ("The recipe is attributed to Agnes Pellory, a cook.", "What is the origin of the recipe?", "Agnes Pellory"),
+    ("The Corvane lily blooms only once every seven years.", "How often does the Corvane lily bloom?",
+     "once every seven years"),  # "blooms" is the question's "bloom"
+    ("The lighthouse stands.", "Which lighthouse stands?", "The lighthouse stands."),  # nothing new: all of it
 ])
 def test_the_key_span_is_what_answers_beyond_what_the_question_says(reference, question, span):
     assert key_span(reference, question) == span
@@ -113,3 +116,22 @@ def test_the_command_line_without_test_questions_runs_the_lean_methods_and_keeps
     assert "evaluate-pd" in ran and not any(name.startswith(("train-sft", "train-uft", "answers-sft")) for name in ran)
     captured = capsys.readouterr()
     assert "no test questions: the self-check estimates what was learned" in " ".join(captured.err.split())
+
+
+def test_a_self_check_without_a_usable_question_is_said_and_left_out_of_the_report(tmp_path, tiny_model_dir, ran,
+                                                                                  monkeypatch, caplog):  # noqa: F811
+    class Unimaginative(ScriptedExpert):
+        """Writes one question per passage, again and again."""
+
+        def generate_batch(self, prompts, sampling, seed):
+            return [reply.replace(f" number {seed % 1000} {row}", "")
+                    for row, reply in enumerate(super().generate_batch(prompts, sampling, seed))]
+
+    monkeypatch.setattr(pipeline, "make_backend", lambda model, adapter=None, **options: Unimaginative(model.name))
+    docs, tests = write_inputs(tmp_path)
+    run, config = RunDir(tmp_path / "run"), settings(tiny_model_dir, "methods=base,pd", "eval.retention=false")
+    pipeline.prepare(run, config, docs, tests)
+    pipeline.run_all(run, config)
+    assert read_jsonl(run.self_check_questions) == [] and "self-check-pd" not in ran
+    assert "self-check: the model wrote no usable held-out question; the report has no self-check" in caplog.text
+    assert json.loads((run.path / "report.json").read_text())["self_check"] is None

@@ -100,34 +100,30 @@ def page_text(pages: list[str]) -> str:
 
     Furniture: a line among the first or last two of a page that stands there on three pages or
     more (on both of two), digits aside (so "Page 4 of 9" repeats), or that is a page number
-    alone. A paragraph ends at a line clearly shorter than the page is wide (a wrapped line is
-    about as wide), before a list item, and at a page's end after a sentence's end.
+    alone. Paragraphs: a writer wraps a line when the next word would not fit, so a line that
+    would have had room for the next line's first word ended its paragraph (or is a heading); so
+    does a line before a list item, and a page's last line after a sentence's end.
     """
     lines = [[line.strip() for line in page.replace(HYPHENATED, "").splitlines() if line.strip()] for page in pages]
     furniture = _furniture(lines)
     kept = [[line for index, line in enumerate(page)
              if not (_at_edge(index, len(page)) and (_mask(line) in furniture or PAGE_NUMBER.match(_mask(line))))]
             for page in lines]
-    widths = [len(line) for page in kept for line in page]
-    if not widths:
+    flowing = [(line, index == len(page) - 1) for page in kept for index, line in enumerate(page)]  # (line, last?)
+    if not flowing:
         return ""
-    full = statistics.quantiles(widths, n=10, method="inclusive")[-1] if len(widths) > 1 else widths[0]
+    # The page's width in characters: most wrapped lines come close to it.
+    widths = [len(line) for line, _ in flowing]
+    full = statistics.quantiles(widths, n=10, method="inclusive")[-1] if len(widths) > 1 else 0
     paragraphs: list[str] = []
     current = ""
-    for page in kept:
-        if current.endswith(SENTENCE_END):
+    for (line, ends_page), (following, _) in zip(flowing, [*flowing[1:], ("", True)]):
+        current = f"{current} {line}" if current else line
+        next_word = following.split(" ", 1)[0]
+        if (not following or LIST_ITEM.match(following) or len(line) + 1 + len(next_word) < 0.85 * full
+                or (ends_page and line.endswith(SENTENCE_END))):
             paragraphs.append(current)
             current = ""
-        for line in page:
-            if current and LIST_ITEM.match(line):
-                paragraphs.append(current)
-                current = ""
-            current = f"{current} {line}" if current else line
-            if len(line) < 0.7 * full:
-                paragraphs.append(current)
-                current = ""
-    if current:
-        paragraphs.append(current)
     return "\n\n".join(paragraphs) + "\n"
 
 

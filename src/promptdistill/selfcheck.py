@@ -46,7 +46,7 @@ FUNCTION_WORDS = frozenset("""
     between during through without within than then as is are was were be been being am has have had do does
     did will would can could shall should may might must it its this that these those there here he she they
     them him her his hers their theirs we us our you your i me my who whom whose what when where which why how
-    also not no yes very named called known""".split())
+    also not no yes very only just still named called known""".split())
 PERSON_QUESTION = re.compile(r"^(who|whom|whose)\b")
 NUMBER_QUESTION = re.compile(r"^(when|(what|which|in what) (year|date|month|century|age)|how (many|much|long|old|far|"
                              r"tall|high|big|deep|wide|heavy|often))\b")
@@ -70,33 +70,44 @@ def wanted(config: RunConfig) -> bool:
 
 def key_span(reference: str, question: str) -> str:
     """What in a reference answer answers its question: a run of its words that the question does
-    not say, broken by punctuation and function words. For a who-question the first such run with a
-    capitalised word, for a when- or how-many-question the first with a number or a month, else the
-    first; where every word is the question's, the whole reference.
+    not say (in any inflection), broken by punctuation and function words. For a when- or
+    how-many-question the first such run with a number or a month, for a who-question the first
+    with a name (a capitalised word after the first), otherwise the first with either; else the
+    first run. Where every word is the question's, the whole reference.
 
     "Who founded Velmora?", "Velmora was founded in 1623 by Tobin Quarrel." -> "Tobin Quarrel"
     """
-    asked = set(normalise_answer(question).split())
+    asked = {_stem(word) for word in normalise_answer(question).split()}
     runs, current = [], []
-    for token in re.findall(r"\d[\d,.]*\d|[\w'’-]+|[^\w\s]", reference):
+    for position, token in enumerate(re.findall(r"\d[\d,.]*\d|[\w'’-]+|[^\w\s]", reference)):
         word = normalise_answer(token)
-        if word and word not in asked and word not in FUNCTION_WORDS:
-            current.append(token)
+        if word and _stem(word) not in asked and word not in FUNCTION_WORDS:
+            current.append((position, token))
         elif current:
             runs.append(current)
             current = []
     runs += [current] if current else []
     if not runs:
         return reference.strip()
+    numbers = [run for run in runs if any(any(char.isdigit() for char in token) or token.lower() in NUMBER_WORDS
+                                          for _, token in run)]
+    names = [run for run in runs if any(position > 0 and token[:1].isupper() for position, token in run)]
     asks = question.strip().lower()
-    if PERSON_QUESTION.match(asks):
-        fits = [run for run in runs if any(token[:1].isupper() for token in run)]
-    elif NUMBER_QUESTION.match(asks):
-        fits = [run for run in runs if any(char.isdigit() for token in run for char in token)
-                or any(token.lower() in NUMBER_WORDS for token in run)]
+    if NUMBER_QUESTION.match(asks):
+        chosen = (numbers or runs)[0]
+    elif PERSON_QUESTION.match(asks):
+        chosen = (names or runs)[0]
     else:
-        fits = runs
-    return " ".join((fits or runs)[0])
+        chosen = min(names + numbers, key=lambda run: run[0][0], default=runs[0])
+    return " ".join(token for _, token in chosen)
+
+
+def _stem(word: str) -> str:
+    """A word without its commonest English endings, so that "blooms" matches "bloom"."""
+    for ending in ("ing", "ed", "es", "s"):
+        if word.endswith(ending) and len(word) > len(ending) + 2:
+            return word[: -len(ending)]
+    return word
 
 
 def write(run: RunDir, config: RunConfig, backend_for: BackendFor) -> None:
