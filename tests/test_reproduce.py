@@ -138,6 +138,8 @@ def test_a_dry_run_plans_without_loading_weights(tmp_path, tiny_model_dir, monke
     assert plan["train sft: sequences x epochs, optimizer steps"] == "20 x 3, 15"  # 5 batches of 4, 3 epochs
     assert plan["train pd: sequences x epochs, optimizer steps"] == "60 x 3, 45"
     assert plan["train uft: sequences x epochs, optimizer steps"] == "2 x 3, 3"
+    assert plan["self-check: questions, references, replies (at most)"] == "6, 6, 6 x 4 (3 per passage, held out)"
+    assert "self_check/questions.jsonl" in plan["files"] and "self_check/pd.jsonl" in plan["files"]
     # LoRA rank 16 on the seven projections of 2 layers of the tiny model (hidden 32, mlp 64, kv 16):
     # q, o: 16*(32+32); k, v: 16*(32+16); gate, up: 16*(32+64); down: 16*(64+32).
     per_layer = 16 * (2 * 64 + 2 * 48 + 3 * 96)
@@ -154,5 +156,6 @@ def test_a_dry_run_of_the_paper_preset(tmp_path, monkeypatch, capsys):
     assert plan["training questions (at most)"] == "29100 (150 per passage)"
     assert plan["question-writing generations (first round)"] == "5820"  # five questions per reply
     assert plan["train pd: sequences x epochs, optimizer steps"] == "29100 x 10, 72750"
+    assert plan["self-check: questions, references, replies (at most)"].startswith("1552, 1552, 1552 x 7 (8 per")
     config = RunDir(tmp_path / "run").load_config()
     assert (config.train.lora_rank, config.synth.top_k, config.train.epochs) == (1024, 50, 10)

@@ -62,9 +62,9 @@ def plan_run(run: RunDir, config: RunConfig, documents: list[Document], tests: l
                                                    f"({len(tests)} x {', '.join(config.methods)})"))
     if selfcheck.wanted(config):
         held_out = len(passages) * selfcheck.questions_per_passage(config)
-        rows.append(("self-check: questions, the teacher's answers, then each method's (generations, at most)",
+        rows.append(("self-check: questions, references, replies (at most)",
                      f"{held_out}, {held_out}, {held_out} x {len(config.methods)} "
-                     f"({selfcheck.questions_per_passage(config)} per passage)"))
+                     f"({selfcheck.questions_per_passage(config)} per passage, held out)"))
     if trained and config.eval.retention:
         asked = len(retention.general_questions(config.eval.retention_questions))
         drift = len(retention.bundled("drift_prompts"))

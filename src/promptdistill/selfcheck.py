@@ -60,7 +60,7 @@ BackendFor = Callable[[Path | None], Backend]
 def questions_per_passage(config: RunConfig) -> int:
     """How many self-check questions to write for each passage (0: no self-check)."""
     share = config.synth.self_check_share
-    return max(1, round(config.synth.questions_per_passage * share / (1 - share))) if share else 0
+    return max(1, int(config.synth.questions_per_passage * share / (1 - share) + 0.5)) if share else 0
 
 
 def wanted(config: RunConfig) -> bool:
