@@ -89,6 +89,11 @@ def test_a_run_without_test_questions_trains_pd_and_reports_the_self_check(tmp_p
     markdown = (run.path / "report.md").read_text()
     assert "no test questions" in markdown and "an estimate from the model's own questions" in markdown
     assert (run.documents / "town.md").read_text() == (docs / "town.md").read_text()
+    from promptdistill.export import export_model
+
+    card = (export_model(run, config, "pd", tmp_path / "export", adapter_only=True) / "README.md").read_text()
+    assert "## How well (the self-check: containment on held-out questions the model wrote" in card
+    assert "| pd (this model) |" in card and "test questions" not in card
 
     # Test questions added afterwards are only evaluated: nothing is written, answered or trained again.
     ran.clear()
