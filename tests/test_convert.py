@@ -94,6 +94,7 @@ def test_slides_and_ebooks_keep_their_text(tmp_path):
     ("broken pdf", "not a readable PDF (Failed to load document (PDFium: Data format error).)"),
     ("broken word", "cannot be read as .docx (BadZipFile: File is not a zip file); open it and save it again"),
     ("binary text", "not text in any encoding we know (binary data?); save it as UTF-8 text"),
+    ("empty text", "bad.md: the file is empty"),
 ])
 def test_a_document_without_text_is_one_warning_naming_it_and_the_others_go_on(tmp_path, caplog, case, line):
     title, paragraphs = demo_paragraphs("quenneth-stew")
@@ -106,7 +107,8 @@ def test_a_document_without_text_is_one_warning_naming_it_and_the_others_go_on(t
            "broken pdf": lambda: (folder / "bad.pdf").write_bytes(
                kept.pdf(tmp_path / "whole.pdf", paragraphs).read_bytes()[:1500]),
            "broken word": lambda: (folder / "bad.docx").write_bytes(b"PK\x03\x04 not really a zip"),
-           "binary text": lambda: (folder / "bad.txt").write_bytes(bytes(range(256)) * 8)}
+           "binary text": lambda: (folder / "bad.txt").write_bytes(b"text\x00" + bytes(range(256)) * 8),
+           "empty text": lambda: (folder / "bad.md").write_text("\n  \n")}
     bad[case]()
     with caplog.at_level(logging.WARNING):
         documents = read_documents(folder)

@@ -60,8 +60,12 @@ def convert(path: Path) -> str:
 
 def read_text_file(path: Path) -> str:
     data = path.read_bytes()
+    if not data.strip():
+        raise Unreadable(f"{path}: the file is empty")
     try:
-        return decode_text(data)
+        text = decode_text(data)
+        if "\x00" not in text:
+            return text
     except UnicodeDecodeError:
         pass
     from charset_normalizer import from_bytes
