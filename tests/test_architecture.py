@@ -17,7 +17,7 @@ LAYERS = [
     {"train"},
     {"evaluate", "judge", "retention", "selfcheck"},
     {"report"},
-    {"pipeline", "plan", "chat", "export"},
+    {"pipeline", "plan", "chat", "export", "compare"},
     {"cli", "__main__"},
 ]
 PACKAGE = Path(promptdistill.__file__).parent

@@ -359,6 +359,34 @@ def report(run_dir: Path = RunDirArgument) -> None:
         _finish(report_run(run, run_config), run_dir)
 
 
+@app.command()
+def compare(
+    run_dir: Path = RunDirArgument,
+    variant: list[str] = typer.Option(..., "--variant", help='NAME:SECTION.FIELD=VALUE,... (repeatable), e.g. '
+                                      '"3 epochs:train.epochs=3"; each is compared with the run itself'),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated draws, e.g. 0,1,2 (default: the run's own seed)"),
+    methods: Optional[str] = typer.Option(None, help="some of the run's methods (default: all of them)"),
+) -> None:
+    """Variants of a run's settings side by side over several draws: accuracy, paired differences,
+    retention, drift and training seconds. Variants share every finished stage they leave alone."""
+    from promptdistill.compare import compare as compare_variants
+    from promptdistill.compare import parse_variant
+
+    with _stage(run_dir, []) as (run, run_config), _serving(run_config):
+        try:
+            draws = [int(seed) for seed in seeds.split(",")] if seeds else [run_config.seed]
+        except ValueError:
+            raise UserError(f"--seeds {seeds}: expected comma-separated whole numbers, e.g. 0,1,2") from None
+        chosen = [method_table.canonical_name(name, "--methods") for name in methods.split(",")] if methods else None
+        unknown = [name for name in chosen or [] if name not in run_config.methods]
+        if unknown:
+            raise UserError(f"--methods: {', '.join(unknown)} not among the run's ({', '.join(run_config.methods)})")
+        table = compare_variants(run, run_config, [parse_variant(text) for text in variant], draws, chosen)
+    print(table)
+    console.print(f"\ncomparison: {run_dir / 'compare' / 'compare.json'}  plots: "
+                  f"{run_dir / 'compare' / 'accuracy_vs_seconds.png'}, accuracy_vs_retention.png")
+
+
 UseMethodOption = typer.Option("pd", "--method", help="base or a trained method (uft, sft, pd)")
 
 

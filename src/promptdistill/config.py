@@ -35,7 +35,7 @@ REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the ba
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
                                "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0,
                                "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1,
-                               "synth.require_passage_name": False}
+                               "synth.require_passage_name": False, "train.questions_per_passage": 0}
 
 
 @dataclass
@@ -133,6 +133,10 @@ class SynthConfig:
 @dataclass
 class TrainConfig:
     epochs: int = field(default=10, metadata={"help": "passes over the training answers (paper: 10)"})
+    questions_per_passage: int = field(
+        default=0, metadata={"help": "train on the first N of each passage's questions, with all their answers; "
+                                     "0: all of them. Smaller sets lie inside larger ones with the same answers: "
+                                     "the data-scale variant of `promptdistill compare`"})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (paper: 1e-5)"})
     batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step (paper: 4)"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per step"})
@@ -215,7 +219,8 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens"):
+        for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens",
+                     "questions_per_passage"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.hidden_state_weight and self.teacher != "online":

@@ -42,8 +42,9 @@ _REPLAY = ("train.replay", "train.replay_weight", "train.replay_ratio")
 REPLAY_SETTINGS = {"none": (), "self": _REPLAY, "open-book": (*_REPLAY, "synth.teacher_instruction")}
 TRAINING_SETTINGS = {
     Training.PASSAGES: ("train.uft_epochs",),
-    Training.ANSWERS_CE: ("train.epochs",),
-    Training.ANSWERS_DISTILL: ("train.epochs", "train.distill_temperature", "train.divergence",
+    Training.ANSWERS_CE: ("train.epochs", "train.questions_per_passage"),
+    Training.ANSWERS_DISTILL: ("train.epochs", "train.questions_per_passage", "train.distill_temperature",
+                               "train.divergence",
                                "train.jsd_beta", "train.teacher", "train.distill_ce_weight",
                                "train.hidden_state_weight",
                                "synth.teacher_instruction"),  # the online teacher's prompt

@@ -146,12 +146,16 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 
 def training_examples(run: RunDir, config: RunConfig, tokenizer, method: methods.Method, open_book: bool = False) -> list:
     """A method's training examples; `open_book`: its answers with the passage in the student's prompt (replay)."""
-    from promptdistill.train.data import answer_examples, open_book_examples, passage_examples
+    from promptdistill.train.data import answer_examples, first_per_passage, open_book_examples, passage_examples
 
     if method.training is methods.Training.PASSAGES:
         return passage_examples(tokenizer, run.load_passages())
-    examples = answer_examples(tokenizer, run.load_passages(), read_jsonl(run.questions), read_jsonl(run.answers(method.name)),
-                               with_teacher=method.distills or open_book, teacher_instruction=config.synth.teacher_instruction)
+    questions, answers = read_jsonl(run.questions), read_jsonl(run.answers(method.name))
+    if config.train.questions_per_passage:
+        questions, answers = first_per_passage(questions, answers, config.train.questions_per_passage)
+    examples = answer_examples(tokenizer, run.load_passages(), questions, answers,
+                               with_teacher=method.distills or open_book,
+                               teacher_instruction=config.synth.teacher_instruction)
     return open_book_examples(examples) if open_book else examples
 
 

@@ -85,6 +85,19 @@ def answer_examples(tokenizer, passages: list[Passage], questions: list[dict], a
     return examples
 
 
+def first_per_passage(questions: list[dict], answers: list[dict], count: int) -> tuple[list[dict], list[dict]]:
+    """The first `count` questions of each passage, in the order they were written, and their
+    answers: a smaller training set inside a larger one, with the same answers."""
+    kept: dict[str, int] = Counter()
+    chosen = []
+    for question in questions:
+        if kept[question["passage_id"]] < count:
+            kept[question["passage_id"]] += 1
+            chosen.append(question)
+    ids = {question["id"] for question in chosen}
+    return chosen, [answer for answer in answers if answer["question_id"] in ids]
+
+
 def open_book_examples(examples: list[Example]) -> list[Example]:
     """Answer examples (with their teacher prompts) whose student reads the teacher's prompt too:
     the passage, then the question. Replayed with the base model on the same tokens as the

@@ -170,7 +170,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
         if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(resume_key)
+        write_atomic(key_file, resume_key)  # replaced, not written in place: it may be a link (compare.py)
     accelerator.wait_for_everyone()
     set_seed(seed)
     if accelerator.device.type == "cpu":  # its backward beats SDPA's on a CPU, most under autocast (docs/speed.md)

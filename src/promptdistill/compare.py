@@ -1,0 +1,216 @@
+"""`promptdistill compare`: variants of a run's settings side by side, over several draws.
+
+    promptdistill compare RUN --variant "3 epochs:train.epochs=3" --variant "T=2:train.distill_temperature=2" \
+        --seeds 0,1,2
+
+The run itself is the reference. For each draw (seed) and variant, a run directory under
+RUN/compare/seed-N/ starts as hard links to the files of the draw's reference (RUN itself for
+the run's own seed; for another, RUN/compare/seed-N/run, linked from RUN), and its config.yaml
+records the variant's settings. A stage whose key those settings leave alone is then already done
+there: a variant that changes a training setting trains, evaluates and checks retention, and
+writes and answers no question again. Nothing that can be shared is copied (a copy only where a
+link cannot reach, across file systems), and every file of a run is replaced when a stage writes
+it, never written in place, so a variant's outputs leave its reference's alone. Each variant is a
+run like any other (resumable, with its own report); a second call with one more variant runs
+that variant's stages alone.
+
+Methods are evaluated on the run's test questions or, without them, on the self-check's (paired
+only where a variant's held-out question is the reference's own). Per variant and method, over
+every draw's questions at once: accuracy with a 95% interval, the paired difference to the run with
+its interval, retention and drift (retention.py), and training seconds. RUN/compare/compare.json
+holds the table; RUN/compare/accuracy_vs_seconds.png and accuracy_vs_retention.png plot it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptdistill import methods, pipeline, retention
+from promptdistill.config import RunConfig
+from promptdistill.errors import UserError
+from promptdistill.files import read_jsonl, write_atomic
+from promptdistill.report import paired
+from promptdistill.rundir import RunDir
+from promptdistill.stats import bootstrap_interval
+
+REFERENCE = "run"  # the run's own settings: every variant is compared with it
+NOT_LINKED = {"compare", "cache", "export", ".lock"}  # cache/ is appended to in place: each run keeps its own
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...]  # SECTION.FIELD=VALUE, as --set takes them
+
+    @property
+    def folder(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "variant"
+
+
+def parse_variant(text: str) -> Variant:
+    """NAME:SECTION.FIELD=VALUE,... ("40 questions:synth.questions_per_passage=40")."""
+    name, _, settings = text.partition(":")
+    if not name.strip() or name.strip() == REFERENCE:
+        raise UserError(f"--variant {text!r}: expected NAME:SECTION.FIELD=VALUE,... with a name other than "
+                        f"{REFERENCE!r} (the run itself)")
+    return Variant(name.strip(), tuple(setting.strip() for setting in settings.split(",") if setting.strip()))
+
+
+def link_run(source: Path, target: Path) -> None:
+    """Make `target` a run directory whose files are hard links to `source`'s (copies across file
+    systems), leaving out its comparisons, generation caches, exports and lock."""
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder, subfolders, names in os.walk(source):
+        here = Path(folder)
+        if here == source:
+            subfolders[:] = [name for name in subfolders if name not in NOT_LINKED]
+            names = [name for name in names if name not in NOT_LINKED]
+        destination = staging / here.relative_to(source)
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            try:
+                os.link(here / name, destination / name)
+            except OSError:  # another file system
+                shutil.copy2(here / name, destination / name)
+    os.replace(staging, target)
+
+
+def draws(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[int], chosen_methods: list[str]):
+    """(seed, variant name, RunDir, RunConfig) of every draw and variant, the reference first in each
+    draw; the run directories made as the module says, every variant's settings checked first."""
+    names = [variant.name for variant in variants]
+    if len({variant.folder for variant in variants}) < len(variants):
+        raise UserError(f"--variant: give each variant a name of its own, got {', '.join(names)}")
+    everyone = [Variant(REFERENCE, ()), *variants]
+    configs = {(seed, variant.name): run.load_config([*variant.overrides, f"seed={seed}",
+                                                       f"methods={','.join(chosen_methods)}"])
+               for seed in seeds for variant in everyone}
+    for seed in seeds:
+        draw = run.path / "compare" / f"seed-{seed}"
+        reference = run if seed == config.seed else RunDir(draw / REFERENCE)
+        for variant in everyone:
+            target = reference if variant.name == REFERENCE else RunDir(draw / variant.folder)
+            if target.path != run.path:
+                if not target.config.is_file():
+                    link_run(run.path if target is reference else reference.path, target.path)
+                target.save_config(configs[seed, variant.name])
+            yield seed, variant.name, target, configs[seed, variant.name]
+
+
+def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[int],
+            chosen_methods: list[str] | None = None) -> str:
+    """Run every draw of every variant (finished stages are skipped), then write the comparison;
+    returns its table. `chosen_methods`: the run's methods, or some of them."""
+    chosen_methods = chosen_methods or config.methods
+    question_set = "test" if run.has_questions("test") else "self-check"
+    evaluated: dict[str, dict[int, RunDir]] = {}
+    for seed, name, variant_run, variant_config in draws(run, config, variants, seeds, chosen_methods):
+        pipeline.run_all(variant_run, variant_config)
+        evaluated.setdefault(name, {})[seed] = variant_run
+    results = {name: {method: summary(runs, None if name == REFERENCE else evaluated[REFERENCE], method,
+                                      question_set, config)
+                      for method in chosen_methods}
+               for name, runs in evaluated.items()}
+    out = run.path / "compare"
+    settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
+    write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set,
+                                                    "settings": settings, "results": results}, indent=2) + "\n")
+    plot(results, out)
+    return table(results, seeds, question_set)
+
+
+def summary(runs: dict[int, RunDir], references: dict[int, RunDir] | None, method: str, question_set: str,
+            config: RunConfig) -> dict:
+    """One method of one variant over every draw: accuracy, the paired difference to the run's
+    (`references`; None for the run itself), retention, drift and training seconds."""
+    resamples = config.eval.bootstrap_resamples
+    graded = pooled(runs, method, question_set)
+    grades = {key: record["contains"] for key, record in graded.items()}
+    result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
+                    "questions": len(grades)}
+    if references is not None:
+        reference = pooled(references, method, question_set)
+        shared = [key for key in graded if key in reference and reference[key]["question"] == graded[key]["question"]]
+        if shared:
+            result["vs_run"] = paired({key: grades[key] for key in shared},
+                                      {key: reference[key]["contains"] for key in shared}, resamples, config.seed)
+    if methods.METHODS[method].training:
+        result["train_seconds"] = sum(json.loads(run.manifest(f"train-{method}").read_text())["seconds"]
+                                      for run in runs.values()) / len(runs)
+        if all(run.retention(method).is_file() for run in runs.values()):
+            kept = [100 * value for run in runs.values() for value in retention.kept_by_question(run, method).values()]
+            drift = [record["kl"] for run in runs.values() for record in read_jsonl(run.retention(f"{method}.drift"))]
+            result["retention"] = mean_interval(kept, resamples) if kept else None
+            result["drift"] = mean_interval(drift, resamples)
+    return result
+
+
+def pooled(runs: dict[int, RunDir], method: str, question_set: str) -> dict[str, dict]:
+    """Every draw's graded replies of a method, keyed SEED/QUESTION_ID."""
+    return {f"{seed}/{record['id']}": record for seed, run in runs.items()
+            for record in read_jsonl(run.eval(method, question_set))}
+
+
+def mean_interval(values: list[float], resamples: int) -> dict:
+    low, high = bootstrap_interval(values, resamples=resamples)
+    return {"mean": sum(values) / len(values), "interval": [low, high]}
+
+
+def table(results: dict[str, dict[str, dict]], seeds: list[int], question_set: str) -> str:
+    questions = next(iter(next(iter(results.values())).values()))["questions"]
+    kind = "test questions" if question_set == "test" else "self-check questions (an estimate)"
+    lines = [f"compare: containment on {questions} {kind}, over {len(seeds)} draw(s) (seeds "
+             f"{', '.join(map(str, seeds))}); differences paired over the same questions",
+             f"{'variant':<24} {'method':<10} {'accuracy [95%]':>16} {'vs run [95%]':>18} {'retention [95%]':>16} "
+             f"{'drift':>7} {'train s':>8}"]
+    for name, by_method in results.items():
+        for method, result in by_method.items():
+            retention_cell = result.get("retention")
+            lines.append(f"{name[:24]:<24} {method:<10} {interval_text(result['accuracy'], ''):>16} "
+                         f"{interval_text(result['vs_run'], '+') if 'vs_run' in result else '':>18} "
+                         f"{interval_text(retention_cell, '') if retention_cell else '':>16} "
+                         f"{format(result['drift']['mean'], '.3f') if 'drift' in result else '':>7} "
+                         f"{format(result['train_seconds'], '.0f') if 'train_seconds' in result else '':>8}")
+    return "\n".join(lines)
+
+
+def interval_text(value: dict, sign: str) -> str:
+    """{"mean"|"difference", "interval"} as "37 [30, 45]", or with sign "+" as "+6 [-1, +12]"."""
+    middle = value.get("mean", value.get("difference"))
+    low, high = value["interval"]
+    return f"{middle:{sign}.0f} [{low:{sign}.0f}, {high:{sign}.0f}]"
+
+
+def plot(results: dict[str, dict[str, dict]], out: Path) -> None:
+    """Accuracy against training seconds, and against retention: a point per variant and trained method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for x_key, label, name in (("train_seconds", "training seconds (mean over draws)", "accuracy_vs_seconds"),
+                               ("retention", "retention: general questions kept, %", "accuracy_vs_retention")):
+        figure, axis = plt.subplots(figsize=(6.5, 4.2))
+        for variant, by_method in results.items():
+            for method, result in by_method.items():
+                if result.get(x_key) is None:
+                    continue
+                x = result[x_key] if x_key == "train_seconds" else result[x_key]["mean"]
+                low, high = result["accuracy"]["interval"]
+                y = result["accuracy"]["mean"]
+                axis.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
+                axis.annotate(f"{variant}, {method}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.set_xlabel(label)
+        axis.set_ylabel("accuracy (contains), %")
+        axis.set_title("Each variant and method, with 95% intervals")
+        figure.tight_layout()
+        temporary = out / f".{name}.tmp.png"
+        figure.savefig(temporary, dpi=120)
+        plt.close(figure)
+        temporary.replace(out / f"{name}.png")

@@ -1,0 +1,113 @@
+"""`promptdistill compare` on the tiny model: variants share what they leave alone, each draw is
+a run of its own, and the table pairs every variant with the run."""
+
+import json
+import os
+import sys
+
+import pytest
+from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
+
+from promptdistill import cli, pipeline
+from promptdistill.compare import Variant, compare, parse_variant
+from promptdistill.errors import UserError
+from promptdistill.files import path_digest, read_jsonl
+from promptdistill.rundir import RunDir
+
+PD_STAGES = ["train-pd", "evaluate-pd", "self-check-pd", "retention-pd"]  # what a training setting reruns
+
+
+@pytest.fixture
+def finished(tmp_path, tiny_model_dir, ran):  # noqa: F811
+    docs, tests = write_inputs(tmp_path)
+    run, config = RunDir(tmp_path / "run"), settings(tiny_model_dir, "methods=base,pd")
+    pipeline.prepare(run, config, docs, tests)
+    pipeline.run_all(run, config)
+    run.save_config(config)
+    ran.clear()
+    return run, config
+
+
+def digests(run: RunDir) -> dict[str, str]:
+    return {str(path.relative_to(run.path)): path_digest(path) for path in run.path.rglob("*")
+            if path.is_file() and "compare" not in path.parts}
+
+
+def test_variants_share_every_stage_they_leave_alone_and_pair_with_the_run(finished, ran):  # noqa: F811
+    run, config = finished
+    before = digests(run)
+    table = compare(run, config, [parse_variant("fast:train.learning_rate=0.02")], seeds=[0, 1])
+    # Seed 0 is the run's own draw: the run is its reference, and the variant only trains and evaluates.
+    # Seed 1 draws new questions: its reference runs what depends on the seed, its variant again only pd.
+    seed_one = ["questions", "self-check", "answers-pd", "teacher", "train-pd", "evaluate-pd", "self-check-base",
+                "self-check-pd", "retention-pd"]
+    assert ran == PD_STAGES + seed_one + PD_STAGES
+    assert digests(run) == before  # the run itself is untouched
+    variant = run.path / "compare" / "seed-0" / "fast"
+    for shared in ("questions.jsonl", "answers/pd.jsonl", "teacher/index.json", "eval/base.jsonl"):
+        assert os.stat(variant / shared).st_ino == os.stat(run.path / shared).st_ino  # linked, not copied
+    assert os.stat(variant / "adapters/pd/adapter/adapter_model.safetensors").st_ino != os.stat(
+        run.path / "adapters/pd/adapter/adapter_model.safetensors").st_ino
+    assert RunDir(variant).load_config().train.learning_rate == 0.02
+    results = json.loads((run.path / "compare" / "compare.json").read_text())
+    assert results["seeds"] == [0, 1] and results["question_set"] == "test"
+    fast, reference = results["results"]["fast"]["pd"], results["results"]["run"]["pd"]
+    assert fast["questions"] == reference["questions"] == 2 * len(read_jsonl(run.test_questions))
+    assert "vs_run" in fast and "vs_run" not in reference and fast["train_seconds"] > 0 and "drift" in fast
+    assert results["results"]["fast"]["base"]["vs_run"]["difference"] == 0  # base is the same model
+    assert (run.path / "compare" / "accuracy_vs_seconds.png").is_file()
+    assert (run.path / "compare" / "accuracy_vs_retention.png").is_file()
+    assert [line.split()[:2] for line in table.splitlines()[2:]] == [["run", "base"], ["run", "pd"], ["fast", "base"],
+                                                                      ["fast", "pd"]]
+
+    # Once more, with one more variant: only that variant's stages run.
+    ran.clear()
+    compare(run, config, [parse_variant("fast:train.learning_rate=0.02"), parse_variant("two epochs:train.epochs=1")],
+            seeds=[0, 1])
+    assert ran == PD_STAGES + PD_STAGES
+    assert (run.path / "compare" / "seed-1" / "two-epochs" / "config.yaml").is_file()
+
+
+def test_a_data_scale_variant_trains_on_the_first_questions_of_each_passage_with_the_same_answers(finished, ran):  # noqa: F811
+    run, config = finished
+    compare(run, config, [parse_variant("one question:train.questions_per_passage=1")], seeds=[0])
+    assert ran == PD_STAGES
+    variant = RunDir(run.path / "compare" / "seed-0" / "one-question")
+    trained = json.loads(variant.manifest("train-pd").read_text())["counts"]["examples"]
+    full = json.loads(run.manifest("train-pd").read_text())["counts"]["examples"]
+    passages = len(run.load_passages())
+    assert trained == passages * config.synth.pd_answers_per_question < full
+    first = {}
+    for question in read_jsonl(run.questions):
+        first.setdefault(question["passage_id"], question["id"])
+    from promptdistill.teacher import TeacherCache
+
+    assert set(TeacherCache(variant.teacher).entries) >= set(first.values())  # the same cache, linked
+
+
+def test_variants_are_named_and_checked_before_any_work(finished, ran):  # noqa: F811
+    run, config = finished
+    with pytest.raises(UserError, match="give each variant a name of its own"):
+        compare(run, config, [Variant("a b", ("train.epochs=1",)), Variant("a-b", ("train.epochs=2",))], seeds=[0])
+    with pytest.raises(UserError, match="unknown setting 'train.epoch'"):
+        compare(run, config, [parse_variant("typo:train.epoch=1")], seeds=[0])
+    with pytest.raises(UserError, match="with a name other than 'run'"):
+        parse_variant("run:train.epochs=1")
+    assert ran == [] and not (run.path / "compare").exists()
+
+
+def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811
+    run, _ = finished
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "fast:train.learning_rate=0.02",
+                                      "--methods", "pd"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0].startswith("compare: containment on 2 test questions, over 1 draw(s) (seeds 0)")
+    assert [line.split()[:2] for line in out.out.splitlines()[2:]] == [["run", "pd"], ["fast", "pd"]]
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "x:train.epochs=1",
+                                      "--methods", "sft"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2 and "--methods: sft not among the run's (base, pd)" in capsys.readouterr().err
