@@ -111,3 +111,4 @@ def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran): 
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2 and "--methods: sft not among the run's (base, pd)" in capsys.readouterr().err
+

@@ -29,6 +29,7 @@ ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
 TEACHERS = ("cached", "server", "online")
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
+TRACKERS = ("", "tensorboard", "trackio", "wandb", "mlflow")  # of train.tracker ("": none): train/tracking.py
 REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the base model's behaviour: retention.py
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
@@ -133,6 +134,10 @@ class SynthConfig:
 @dataclass
 class TrainConfig:
     epochs: int = field(default=10, metadata={"help": "passes over the training answers (paper: 10)"})
+    tracker: str = field(
+        default="", metadata={"help": "log training curves and results to tensorboard, trackio, wandb or mlflow, in "
+                                      "RUN/logs/, offline unless the tracker's environment says (train/tracking.py); "
+                                      "empty: none"})
     questions_per_passage: int = field(
         default=0, metadata={"help": "train on the first N of each passage's questions, with all their answers; "
                                      "0: all of them. Smaller sets lie inside larger ones with the same answers: "
@@ -211,6 +216,7 @@ class TrainConfig:
         check_choice("train.mixed_precision", self.mixed_precision, ("auto", "none", "bf16"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("train.replay", self.replay, REPLAYS)
+        check_choice("train.tracker", self.tracker, TRACKERS)
         if not 0 < self.jsd_beta < 1:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",

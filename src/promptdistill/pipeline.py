@@ -216,7 +216,7 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
                        training_examples(run, config, tokenizer, method, open_book=True) if replay != "none" else None)
         metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
                                 teacher_cache=TeacherCache(run.teacher) if cached else None, resume_key=stage.key(run),
-                                replay_examples=replay_rows, mixed_precision=mixed_precision)
+                                replay_examples=replay_rows, mixed_precision=mixed_precision, logs=run.logs)
         return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}
 
     stage.run(run, work)

@@ -17,6 +17,7 @@ from promptdistill.files import read_jsonl, write_atomic
 from promptdistill.judge import agreement
 from promptdistill.rundir import RunDir
 from promptdistill.stats import bootstrap_interval
+from promptdistill.train.tracking import log_results
 
 
 # The paper's Table 2: Llama-3-8B-Instruct, closed-book accuracy % graded by its LLM judge,
@@ -61,8 +62,11 @@ def report_run(run: RunDir, config: RunConfig) -> str:
     kept = {name: retention.kept_by_question(run, name) for name in ("pd", "sft") if run.retention(name).is_file()}
     if len(kept) == 2 and kept["pd"]:  # the paper has sft forgetting more than pd
         differences["retention: pd - sft"] = paired(kept["pd"], kept["sft"], resamples, config.seed)
-    return write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                        run.stage_costs(), differences, coverage, self_check)
+    table = write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
+                         run.stage_costs(), differences, coverage, self_check)
+    if config.train.tracker:
+        log_results(config.train.tracker, run.logs, {"test": results, "self-check": (self_check or {}).get("methods")})
+    return table
 
 
 def scores(run: RunDir, config: RunConfig, question_set: str) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -67,6 +67,7 @@ class RunDir:
     questions = property(lambda self: self.path / "questions.jsonl")
     teacher = property(lambda self: self.path / "teacher")
     replay = property(lambda self: self.path / "replay.jsonl")  # the base model's replies (train.replay=self)
+    logs = property(lambda self: self.path / "logs")  # a tracker's files (train.tracker)
 
     def answers(self, method: str) -> Path:
         return self.path / "answers" / f"{method}.jsonl"

@@ -53,14 +53,17 @@ from promptdistill.teacher import TeacherCache, online_teacher
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
 from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, in_chunks, token_weights,
                                        top_k_distill_loss)
+from promptdistill.train.tracking import accelerator_options
 
 log = logging.getLogger(__name__)
 
 
 def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], config: TrainConfig,
-               peft_model=None) -> torch.Tensor:
+               peft_model=None, terms: dict[str, float] | None = None) -> torch.Tensor:
     """The loss of one batch, over the answer tokens only. `student` may be a DDP or FSDP wrapper
-    around `peft_model`, where the online teacher switches the adapter off."""
+    around `peft_model`, where the online teacher switches the adapter off. With `terms` (a tracker
+    logs them), distillation's terms go in it: the divergence, the answers' cross-entropy (whatever
+    its weight in the loss), and the hidden-state distance where it is trained on."""
     mask = batch["answer_mask"]
     hidden = training is Training.ANSWERS_DISTILL and config.hidden_state_weight > 0
     student_logits, student_states = answer_outputs(
@@ -77,9 +80,18 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
             targets.append(teacher_logits[mask])
     weights = token_weights(mask, config.loss_reduction)
     loss = in_chunks(partial(token_loss, training, config), student_logits[mask], targets, weights)
-    if hidden:
-        loss = loss + config.hidden_state_weight * hidden_state_distance(student_states[:, mask],
-                                                                         teacher_states[:, mask], weights)
+    distance = hidden_state_distance(student_states[:, mask], teacher_states[:, mask], weights) if hidden else None
+    if distance is not None:
+        loss = loss + config.hidden_state_weight * distance
+    if terms is not None and training is Training.ANSWERS_DISTILL:
+        with torch.no_grad():
+            answers = in_chunks(partial(token_loss, Training.ANSWERS_CE, config), student_logits[mask].detach(),
+                                targets[:1], weights).item()
+        terms["cross_entropy"] = answers
+        terms["distillation"] = loss.item() - config.distill_ce_weight * answers
+        if distance is not None:
+            terms["hidden_states"] = distance.item()
+            terms["distillation"] -= config.hidden_state_weight * distance.item()
     return loss
 
 
@@ -142,7 +154,8 @@ def process_state() -> PartialState:
 
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
                   out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "",
-                  replay_examples: list[Example] | None = None, mixed_precision: str = "none") -> dict:
+                  replay_examples: list[Example] | None = None, mixed_precision: str = "none",
+                  logs: Path | None = None) -> dict:
     """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
 
     Distillation reads its teacher from `teacher_cache` when given, else computes it online.
@@ -161,7 +174,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     # the processes; Accelerate then steps the scheduler once per optimizer step.
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               dataloader_config=DataLoaderConfiguration(split_batches=True),
-                              cpu=cpu_processes())
+                              cpu=cpu_processes(), **accelerator_options(config.tracker, logs) if logs else {})
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         raise UserError(f"training under {accelerator.distributed_type.value} is not supported: checkpoints and the "
                         "adapter are saved unsharded; launch with DDP (accelerate launch --multi_gpu)")
@@ -211,6 +224,11 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     if last is not None:
         start_epoch, history = resume(peft_model, optimizer, scheduler, last)
         log.info("%s: resuming after epoch %d from %s", method.name, start_epoch, last)
+    tracked = bool(logs and config.tracker)
+    if tracked:
+        accelerator.init_trackers(f"train-{method.name}", config={key: value for key, value in vars(config).items()
+                                                                  if isinstance(value, (int, float, str, bool))})
+    step = start_epoch * steps_per_epoch
 
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
@@ -221,31 +239,44 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
             with accelerator.accumulate(student):
                 parts = micro_batches(batch, config.max_batch_tokens, config.loss_reduction)
                 batch_total = torch.zeros((), device=accelerator.device)
+                terms: dict[str, float] = {}
                 for number, (part, share) in enumerate(parts):
                     last = number == len(parts) - 1
+                    part_terms: dict[str, float] | None = {} if tracked else None
                     with nullcontext() if last else accelerator.no_sync(student):  # DDP syncs once, at the last
                         with autocast:
-                            loss = share * batch_loss(method.training, student, part, config, peft_model)
+                            loss = share * batch_loss(method.training, student, part, config, peft_model, part_terms)
                             if replay is not None and last:
                                 replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
                                                                                accelerator.device), peft_model)
                         batch_total += loss.detach()
+                        for name, value in (part_terms or {}).items():
+                            terms[name] = terms.get(name, 0.0) + share * value
                         if replay is not None and last:
                             total_replay += replayed.item()  # every process replays the same rows
+                            terms["replay_kl"] = replayed.item()
                             loss = loss + config.replay_weight * replayed
                         accelerator.backward(loss)
-                total_loss += accelerator.reduce(batch_total, "mean").item()  # the global batch's loss
+                batch_loss_value = accelerator.reduce(batch_total, "mean").item()  # the global batch's loss
+                total_loss += batch_loss_value
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
+                if accelerator.sync_gradients and tracked:
+                    step += 1
+                    accelerator.log({"loss": batch_loss_value, "learning_rate": scheduler.get_last_lr()[0], **terms},
+                                    step=step)
             batches += 1
         history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0],
                         "seconds": round(time.time() - epoch_started, 2)})
         if replay is not None:
             history[-1]["replay_kl"] = total_replay / batches
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
+        if tracked:
+            accelerator.log({f"epoch_{name}": value for name, value in history[-1].items() if name != "epoch"},
+                            step=step)
         if accelerator.is_main_process:
             save_checkpoint(peft_model, optimizer, scheduler, history, out_dir, epoch + 1,
                             keep_earlier=config.keep_checkpoints == "all")
@@ -257,6 +288,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
             peft_model.save_pretrained(staging, save_embedding_layers=False)
         write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     accelerator.wait_for_everyone()  # the other processes go on only once the adapter is written
+    if tracked:
+        accelerator.end_training()
     peft_model.eval()
     return metrics
 
