@@ -15,7 +15,7 @@ LAYERS = [
     {"generation"},
     {"synth", "teacher", "retrieval"},
     {"train"},
-    {"evaluate", "judge", "retention", "selfcheck"},
+    {"evaluate", "judge", "retention", "selfcheck", "update"},
     {"report"},
     {"pipeline", "plan", "chat", "export", "compare"},
     {"cli", "__main__"},

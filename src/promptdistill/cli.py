@@ -175,14 +175,19 @@ def run(
     methods: Optional[str] = MethodsOption,
     config: Optional[Path] = ConfigOption,
     overrides: list[str] = SetOption,
+    update: bool = typer.Option(False, "--update", help="documents added or edited since the last training: "
+                                                        "continue from the trained adapter on what changed, "
+                                                        "rehearsing the rest (train.update)"),
     dry_run: bool = DryRunOption,
 ) -> None:
     """Documents to trained adapters and a report: every stage, resuming finished ones.
 
     Without --test-questions it trains pd and evaluates base, pd and open-book on the self-check;
-    a run directory keeps the methods it was made with unless --methods says otherwise.
+    a run directory keeps the methods it was made with unless --methods says otherwise. After the
+    documents change, --update trains on what changed instead of everything (update.py).
     """
-    _run(docs, test_questions, out, model, methods, config, overrides, dry_run=dry_run)
+    _run(docs, test_questions, out, model, methods, config, ["train.update=true"] * update + overrides,
+         dry_run=dry_run)
 
 
 @app.command()

@@ -142,6 +142,14 @@ class TrainConfig:
         default=0, metadata={"help": "train on the first N of each passage's questions, with all their answers; "
                                      "0: all of them. Smaller sets lie inside larger ones with the same answers: "
                                      "the data-scale variant of `promptdistill compare`"})
+    update: bool = field(
+        default=False, metadata={"help": "when the documents changed since a method was trained, continue from its "
+                                         "adapter on the added and edited passages, rehearsing the others (update.py; "
+                                         "`run --update`); a removed document still trains from scratch"})
+    update_rehearsal: float = field(
+        default=0.25, metadata={"help": "in an update, the share of each unchanged passage's answers trained on again "
+                                        "(at least one; 0: none), so that what the adapter learned is kept"})
+    update_epochs: int = field(default=0, metadata={"help": "epochs of an update; 0: train.epochs"})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (paper: 1e-5)"})
     batch_size: int = field(default=4, metadata={"help": "sequences per optimizer step (paper: 4)"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per step"})
@@ -225,8 +233,10 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.update_rehearsal <= 1:
+            raise UserError(f"train.update_rehearsal must be in [0, 1], got {self.update_rehearsal}")
         for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens",
-                     "questions_per_passage"):
+                     "questions_per_passage", "update_epochs"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.hidden_state_weight and self.teacher != "online":

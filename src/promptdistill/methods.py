@@ -84,6 +84,11 @@ class Method:
     def distills(self) -> bool:
         return self.training is Training.ANSWERS_DISTILL
 
+    @property
+    def epochs_setting(self) -> str:
+        """The setting that says how many epochs this method trains (uft has its own)."""
+        return "train.uft_epochs" if self.training is Training.PASSAGES else "train.epochs"
+
     def train_settings(self) -> tuple[str, ...]:
         return COMMON_TRAIN_SETTINGS + TRAINING_SETTINGS[self.training] if self.training else ()
 

@@ -7,7 +7,8 @@
     answers    questions -> answers/METHOD.jsonl (the expert answers open-book, per method)
     teacher    answers of the distilled method -> teacher/ (top-k targets; train.teacher=cached)
     replay     (train.replay=self) replay prompts -> replay.jsonl (the base model's replies; retention.py)
-    train      answers or passages -> adapters/METHOD/ (LoRA, checkpoints per epoch)
+    train      answers or passages -> adapters/METHOD/ (LoRA, checkpoints per epoch; an update continues
+               from the adapter on what changed, update.py)
     evaluate   test questions -> eval/METHOD.jsonl (replies and grades; rag methods retrieve first), and
                the self-check's -> self_check/METHOD.jsonl
     judge      eval/METHOD.jsonl -> eval/METHOD.judge.jsonl (when eval.judge is set), and self_check/
@@ -25,7 +26,7 @@ import dataclasses
 from functools import partial
 from pathlib import Path
 
-from promptdistill import methods, retention, selfcheck
+from promptdistill import methods, retention, selfcheck, update
 from promptdistill.config import RunConfig
 from promptdistill.corpus import Document, TestQuestion, read_documents, read_test_questions, split_with_tokenizer
 from promptdistill.errors import UserError
@@ -173,10 +174,9 @@ def teacher_cache(run: RunDir, config: RunConfig, method: methods.Method) -> Non
         counts = {"answers": len(items), "answer_tokens": sum(len(item.answer_ids) for item in items),
                   "passages": len({tuple(item.prefix_ids) for item in items})}
         top_k, temperature = config.train.teacher_top_k, config.train.distill_temperature
-        if from_server:
-            if build_teacher_cache_from_server(generation_backend(config), items, top_k, temperature, len(tokenizer),
-                                               run.teacher, settings):
-                return {**counts, "source": "server"}
+        if from_server and build_teacher_cache_from_server(generation_backend(config), items, top_k, temperature,
+                                                           len(tokenizer), run.teacher, settings):
+            return {**counts, "source": "server"}
         model, _ = load_model(config.model)
         build_teacher_cache(model, items, top_k, temperature, config.synth.batch_size, run.teacher, settings)
         return {**counts, "source": "local"}
@@ -200,9 +200,8 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         [run.answers(method.name), run.questions, run.passages] + ([run.teacher] if cached else []))
     settings = [*MODEL, "seed", *method.train_settings(), *methods.REPLAY_SETTINGS[replay]]
     inputs += [run.replay] if replay == "self" else []
-    out_dir = run.adapter_dir(method.name)
     stage = Stage(f"train-{method.name}", config.settings(*settings), inputs,
-                  [run.adapter(method.name), out_dir / "metrics.json"])
+                  [run.adapter(method.name), run.adapter_dir(method.name) / "metrics.json"])
 
     def work():
         weights, mixed_precision = training_precision(config.model, config.train.mixed_precision, default_device())
@@ -210,14 +209,17 @@ def train(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         examples = training_examples(run, config, tokenizer, method)
         if not examples:
             raise UserError(f"train {method.name}: no training examples in {inputs[0]}")
-        train_config = (dataclasses.replace(config.train, epochs=config.train.uft_epochs)
-                        if method.training is methods.Training.PASSAGES else config.train)
+        plan = update.plan(run, config, method.name, stage.settings)  # everything, or what changed (an update)
+        examples = plan.examples(examples, update.passages_of_examples(run), config)
+        train_config = dataclasses.replace(config.train, epochs=plan.epochs(config, method.epochs_setting))
         replay_rows = (retention.replay_examples(run, tokenizer) if replay == "self" else
                        training_examples(run, config, tokenizer, method, open_book=True) if replay != "none" else None)
-        metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config, out_dir, config.seed,
-                                teacher_cache=TeacherCache(run.teacher) if cached else None, resume_key=stage.key(run),
-                                replay_examples=replay_rows, mixed_precision=mixed_precision, logs=run.logs)
-        return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"]}
+        metrics = train_adapter(model, tokenizer.pad_token_id, examples, method, train_config,
+                                run.adapter_dir(method.name), config.seed, resume_key=stage.key(run) + plan.key(config),
+                                teacher_cache=TeacherCache(run.teacher) if cached else None, logs=run.logs,
+                                replay_examples=replay_rows, mixed_precision=mixed_precision, initial_adapter=plan.start)
+        update.record(run, method.name, stage.settings, plan, len(examples))
+        return {"examples": len(examples), "final_loss": metrics["epochs"][-1]["loss"], **plan.counts()}
 
     stage.run(run, work)
 

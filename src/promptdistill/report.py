@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptdistill import methods, retention, selfcheck
+from promptdistill import methods, retention, selfcheck, update
 from promptdistill.config import RunConfig
 from promptdistill.evaluate import contains, summarise
 from promptdistill.files import read_jsonl, write_atomic
@@ -62,8 +62,9 @@ def report_run(run: RunDir, config: RunConfig) -> str:
     kept = {name: retention.kept_by_question(run, name) for name in ("pd", "sft") if run.retention(name).is_file()}
     if len(kept) == 2 and kept["pd"]:  # the paper has sft forgetting more than pd
         differences["retention: pd - sft"] = paired(kept["pd"], kept["sft"], resamples, config.seed)
+    documents = by_document(run, config, "test" if results else "self-check") if first else None
     table = write_report(run.path, results, config.to_dict(), run.counts(), paper_reference(config.dataset.spec),
-                         run.stage_costs(), differences, coverage, self_check)
+                         run.stage_costs(), differences, coverage, self_check, documents)
     if config.train.tracker:
         log_results(config.train.tracker, run.logs, {"test": results, "self-check": (self_check or {}).get("methods")})
     return table
@@ -76,6 +77,27 @@ def scores(run: RunDir, config: RunConfig, question_set: str) -> tuple[dict[str,
     results = {name: method_results(records, verdicts, resamples, config.seed)
                for name, (records, verdicts) in graded.items()}
     return results, paired_differences({name: records for name, (records, _) in graded.items()}, resamples, config.seed)
+
+
+def by_document(run: RunDir, config: RunConfig, question_set: str) -> dict:
+    """Each method's containment per document, and per group of documents where a method's last
+    training was an update (update.py): the documents before it, those added and those edited."""
+    doc_of = {question.id: question.doc_id for question in run.load_test_questions(question_set)}
+    groups = next(filter(None, (update.document_groups(run, m.name) for m in methods.trained(config.methods))), {})
+    grades: dict[str, dict[str, dict[str, list[float]]]] = {"documents": {}, "groups": {}}
+    for name in config.methods:
+        for record in read_jsonl(run.eval(name, question_set)):
+            doc = doc_of[record["id"]]
+            for kind, key in (("documents", doc), ("groups", groups.get(doc))):
+                if key is not None:
+                    grades[kind].setdefault(key, {}).setdefault(name, []).append(record["contains"])
+    summary = {kind: {key: {"questions": len(next(iter(by_method.values()))),
+                            "methods": {name: 100 * sum(values) / len(values) for name, values in by_method.items()}}
+                      for key, by_method in sorted(found.items())} for kind, found in grades.items()}
+    for doc, entry in summary["documents"].items():
+        entry["group"] = groups.get(doc)
+    unasked = {passage.doc_id for passage in run.load_passages()} - set(summary["documents"])
+    return {"question_set": question_set, **summary, "without_questions": len(unasked)}
 
 
 def method_results(records: list[dict], verdicts: list[bool | None] | None, resamples: int, seed: int) -> dict:
@@ -194,7 +216,7 @@ def table_rows(results: dict[str, dict], title: str = TEST_TITLE) -> list[str]:
 def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts: dict,
                  reference: dict[str, float] | None = None, stages: dict[str, dict] | None = None,
                  paired: dict[str, dict] | None = None, coverage: dict[str, dict] | None = None,
-                 self_check: dict | None = None) -> str:
+                 self_check: dict | None = None, documents: dict | None = None) -> str:
     """Write report.md, report.json and plots/accuracy.png; return the table text.
 
     `results`: each method's scores on the test questions (empty: the run has none).
@@ -204,6 +226,7 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     `paired`: paired_differences' intervals, stated under the table.
     `coverage`: answer_coverage of each method's training answers.
     `self_check`: {"methods", "paired", "questions"} of the self-check (selfcheck.py).
+    `documents`: by_document's accuracy per document, and per group after an update.
     """
     stages, paired, coverage = stages or {}, paired or {}, coverage or {}
     if reference:
@@ -216,7 +239,8 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
         tables += _paired_lines(self_check["paired"])
     write_atomic(run_dir / "report.json",
                  json.dumps({"methods": results, "paired": paired, "coverage": coverage, "self_check": self_check,
-                             "counts": counts, "stages": stages, "settings": settings}, indent=2) + "\n")
+                             "by_document": documents, "counts": counts, "stages": stages, "settings": settings},
+                            indent=2) + "\n")
     plot_accuracy(results, run_dir / "plots" / "accuracy.png", self_check["methods"] if self_check else None)
     tested = f"{counts['test_questions']} test questions" if results else "no test questions"
     written = f"{counts['questions']} training questions"
@@ -239,6 +263,8 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
                   "of what the teacher says with the passage a method says without it.", ""]
         lines += _markdown_section(self_check["methods"], self_check["paired"], settings, None, "")
     lines += ["![accuracy](plots/accuracy.png)", ""]
+    if documents:
+        lines += _document_lines(documents)
     if stages:
         total = sum(cost["seconds"] for cost in stages.values())
         lines += [f"Where the time went ({total / 60:.1f} min over the stages' last runs; peak memory of the "
@@ -252,6 +278,25 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
               "Settings: `config.yaml`.", ""]
     write_atomic(run_dir / "report.md", "\n".join(lines))
     return "\n".join(tables).rstrip("\n")
+
+
+def _document_lines(documents: dict) -> list[str]:
+    """report.md's accuracy by document (and by group after an update), methods as columns."""
+    names = list(next(iter(documents["documents"].values()))["methods"]) if documents["documents"] else []
+    kind = "test questions" if documents["question_set"] == "test" else "self-check questions"
+    lines = ["## By document", "", f"Containment in percent on each document's {kind}: which documents were learned, "
+             "and which were not.", ""]
+    for title, rows in (("documents", documents["groups"]), ("document", documents["documents"])):
+        if not rows:
+            continue
+        lines += [f"| {title} | questions | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        lines += [f"| {key}{' (' + row['group'] + ')' if row.get('group') else ''} | {row['questions']} | "
+                  + " | ".join(f"{row['methods'].get(name, 0):.0f}" for name in names) + " |"
+                  for key, row in rows.items()]
+        lines.append("")
+    if documents["without_questions"]:
+        lines += [f"{documents['without_questions']} document(s) have no {kind}.", ""]
+    return lines
 
 
 def _markdown_section(results: dict[str, dict], paired: dict[str, dict], settings: dict,

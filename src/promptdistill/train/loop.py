@@ -155,14 +155,16 @@ def process_state() -> PartialState:
 def train_adapter(model, pad_id: int, examples: list[Example], method: Method, config: TrainConfig,
                   out_dir: Path, seed: int, teacher_cache: TeacherCache | None = None, resume_key: str = "",
                   replay_examples: list[Example] | None = None, mixed_precision: str = "none",
-                  logs: Path | None = None) -> dict:
+                  logs: Path | None = None, initial_adapter: Path | None = None) -> dict:
     """Train a LoRA adapter on `examples`; write OUT/adapter and OUT/metrics.json; return metrics.
 
     Distillation reads its teacher from `teacher_cache` when given, else computes it online.
     With `replay_examples` (train.data.reply_examples), every step adds the replay term on
     max(1, round(batch_size * train.replay_ratio)) of them.
     Checkpoints in OUT are resumed from only if they were written under the same `resume_key`
-    (the training stage's key: same settings and inputs); otherwise OUT starts empty.
+    (the training stage's key: same settings and inputs); otherwise they are removed. The adapter
+    already in OUT stays until the new one replaces it: with `initial_adapter` (an update,
+    update.py) training starts from that adapter's weights instead of a fresh LoRA.
     With `mixed_precision` "bf16" (models.training_precision chooses it) the forward passes run
     under bfloat16 autocast; the adapter, optimizer and losses stay float32, the adapted
     layers' frozen weights of `model` are cast to bfloat16 in place, and the products that read
@@ -180,8 +182,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                         "adapter are saved unsharded; launch with DDP (accelerate launch --multi_gpu)")
     if accelerator.is_main_process:
         key_file = out_dir / "resume_key"
-        if out_dir.exists() and (not key_file.is_file() or key_file.read_text() != resume_key):
-            shutil.rmtree(out_dir)
+        if not key_file.is_file() or key_file.read_text() != resume_key:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(key_file, resume_key)  # replaced, not written in place: it may be a link (compare.py)
     accelerator.wait_for_everyone()
@@ -189,6 +191,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     if accelerator.device.type == "cpu":  # its backward beats SDPA's on a CPU, most under autocast (docs/speed.md)
         model.set_attn_implementation("eager")
     student = add_lora(model, config)
+    if initial_adapter is not None:
+        set_peft_model_state_dict(student, load_file(initial_adapter / "adapter_model.safetensors"))
     if mixed_precision == "bf16":
         cast_frozen_linears(student, torch.bfloat16)
         share_input_casts(student, torch.bfloat16)
