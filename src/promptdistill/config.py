@@ -36,7 +36,9 @@ REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the ba
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
                                "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0,
                                "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1,
-                               "synth.require_passage_name": False, "train.questions_per_passage": 0}
+                               "synth.require_passage_name": False, "train.questions_per_passage": 0,
+                               "train.on_policy_share": 0.0, "train.on_policy_temperature": 1.0,
+                               "train.on_policy_max_tokens": 64}
 
 
 @dataclass
@@ -188,6 +190,16 @@ class TrainConfig:
         default=0.0, metadata={"help": "pd: weight of a cross-entropy term on the expert's answer tokens, "
                                        "closed-book, added to the divergence (the official code's token loss; "
                                        "0: off, the paper's)"})
+    on_policy_share: float = field(
+        default=0.0, metadata={"help": "pd: the share of each batch's rows whose answers are the student's own, "
+                                       "sampled closed-book with its adapter on and scored by the teacher (same "
+                                       "weights, adapter off, the passage in its prompt) with train.divergence over "
+                                       "the whole vocabulary (on-policy distillation, GKD's lambda); 0: the expert's "
+                                       "answers only, the paper's"})
+    on_policy_temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature of the student's own answers (train.on_policy_share)"})
+    on_policy_max_tokens: int = field(
+        default=64, metadata={"help": "length cap of the student's own answers (train.on_policy_share)"})
     hidden_state_weight: float = field(
         default=0.0, metadata={"help": "pd: weight of a term pulling the student's hidden states at every layer "
                                        "towards the teacher's at the answer tokens (normalised L1, as Deep Context "
@@ -229,10 +241,12 @@ class TrainConfig:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
                      "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k",
-                     "uft_epochs", "replay_weight", "replay_ratio"):
+                     "uft_epochs", "replay_weight", "replay_ratio", "on_policy_temperature", "on_policy_max_tokens"):
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.on_policy_share <= 1:
+            raise UserError(f"train.on_policy_share must be in [0, 1], got {self.on_policy_share}")
         if not 0 <= self.update_rehearsal <= 1:
             raise UserError(f"train.update_rehearsal must be in [0, 1], got {self.update_rehearsal}")
         for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens",

@@ -46,7 +46,8 @@ TRAINING_SETTINGS = {
     Training.ANSWERS_DISTILL: ("train.epochs", "train.questions_per_passage", "train.distill_temperature",
                                "train.divergence",
                                "train.jsd_beta", "train.teacher", "train.distill_ce_weight",
-                               "train.hidden_state_weight",
+                               "train.hidden_state_weight", "train.on_policy_share", "train.on_policy_temperature",
+                               "train.on_policy_max_tokens",
                                "synth.teacher_instruction"),  # the online teacher's prompt
 }
 

@@ -6,6 +6,9 @@
          (top-k + tail) or recomputed online (train.teacher). train.distill_ce_weight adds
          cross-entropy on the answer tokens themselves; train.hidden_state_weight (online teacher
          only) adds the distance between the two models' hidden states at every layer.
+         With train.on_policy_share a share of each batch's rows are the student's own answers
+         to their questions, sampled with its adapter on (on_policy.py), scored by the online
+         teacher and without the cross-entropy term; the rest are the expert's, as before.
     cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
          first is an "answer").
     replay (train.replay=self, any method): each step adds a few of the base model's own replies
@@ -25,6 +28,7 @@ each epoch's shuffle comes from (seed, epoch) alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -51,6 +55,7 @@ from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits, answer_outputs, cast_frozen_linears, share_input_casts
 from promptdistill.teacher import TeacherCache, online_teacher
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
+from promptdistill.train.on_policy import on_policy_rows, student_answers
 from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, in_chunks, token_weights,
                                        top_k_distill_loss)
 from promptdistill.train.tracking import accelerator_options
@@ -131,6 +136,16 @@ def micro_batches(batch: dict, max_tokens: int, reduction: str) -> list[tuple[di
     return parts
 
 
+def weighted_parts(batches: list[tuple[dict, TrainConfig]], max_tokens: int,
+                   reduction: str) -> list[tuple[dict, float, TrainConfig]]:
+    """Each batch's micro_batches with its share of the step's loss, and the config its loss
+    reads: the expert's answers and the student's own (on-policy) together weigh as one batch."""
+    units = [batch["answer_mask"].sum().item() if reduction == "token" else batch["answer_mask"].any(dim=1).sum().item()
+             for batch, _ in batches]
+    return [(part, share * count / sum(units), part_config) for (batch, part_config), count in zip(batches, units)
+            for part, share in micro_batches(batch, max_tokens, reduction)]
+
+
 def replay_loss(student, batch: dict[str, torch.Tensor], peft_model=None) -> torch.Tensor:
     """KL(base || student) at T=1 over the tokens of the base model's own replies."""
     mask = batch["answer_mask"]
@@ -200,10 +215,14 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
 
     batches = LengthGroupedBatches([example.length for example in examples], config.batch_size, seed,
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-    # Placed on the device by Accelerate but not sharded again (num_processes=1): every process
-    # walks the same batches, and the loader's end still closes a gradient-accumulation cycle.
-    loader = prepare_data_loader(DataLoader(examples, batch_sampler=batches, collate_fn=Collator(pad_id, teacher_cache)),
-                                 accelerator.device, num_processes=1, process_index=0, put_on_device=True)
+    # Not sharded again by Accelerate (num_processes=1): every process walks the same batches, and
+    # the loader's end still closes a gradient-accumulation cycle. It yields each batch's examples,
+    # of which on-policy training (on_policy.py) answers some itself before they are collated.
+    loader = prepare_data_loader(DataLoader(examples, batch_sampler=batches, collate_fn=list), accelerator.device,
+                                 num_processes=1, process_index=0, put_on_device=False)
+    collate, on_policy_collate = Collator(pad_id, teacher_cache), Collator(pad_id)
+    on_policy_share = config.on_policy_share if method.training is Training.ANSWERS_DISTILL else 0.0
+    on_policy_config = dataclasses.replace(config, distill_ce_weight=0.0)  # no cross-entropy on its own samples
     replay = None
     if replay_examples:
         replay = ReplayRows(replay_examples, max(1, round(config.batch_size * config.replay_ratio)), seed,
@@ -237,19 +256,29 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
         epoch_started = time.time()
-        total_loss, total_replay, batches = 0.0, 0.0, 0
-        for batch in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
+        total_loss, total_replay, batches, sampling_seconds = 0.0, 0.0, 0, 0.0
+        for rows in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
-                parts = micro_batches(batch, config.max_batch_tokens, config.loss_reduction)
+                sampled = on_policy_rows(len(rows), on_policy_share)
+                both = [(send_to_device(collate(rows[sampled:]), accelerator.device), config)] if sampled < len(rows) else []
+                if sampled:
+                    started = time.time()
+                    with autocast:
+                        answered = student_answers(peft_model, rows[:sampled], pad_id, config.on_policy_temperature,
+                                                   config.on_policy_max_tokens)
+                    sampling_seconds += time.time() - started
+                    both.append((send_to_device(on_policy_collate(answered), accelerator.device), on_policy_config))
+                parts = weighted_parts(both, config.max_batch_tokens, config.loss_reduction)
                 batch_total = torch.zeros((), device=accelerator.device)
-                terms: dict[str, float] = {}
-                for number, (part, share) in enumerate(parts):
+                terms: dict[str, float] = {"on_policy_rows": sampled} if sampled else {}
+                for number, (part, share, part_config) in enumerate(parts):
                     last = number == len(parts) - 1
                     part_terms: dict[str, float] | None = {} if tracked else None
                     with nullcontext() if last else accelerator.no_sync(student):  # DDP syncs once, at the last
                         with autocast:
-                            loss = share * batch_loss(method.training, student, part, config, peft_model, part_terms)
+                            loss = share * batch_loss(method.training, student, part, part_config, peft_model,
+                                                      part_terms)
                             if replay is not None and last:
                                 replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
                                                                                accelerator.device), peft_model)
@@ -277,6 +306,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                         "seconds": round(time.time() - epoch_started, 2)})
         if replay is not None:
             history[-1]["replay_kl"] = total_replay / batches
+        if on_policy_share:
+            history[-1]["sampling_seconds"] = round(sampling_seconds, 2)
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])
         if tracked:
             accelerator.log({f"epoch_{name}": value for name, value in history[-1].items() if name != "epoch"},
