@@ -111,3 +111,33 @@ def serving_in_thread(handler: type[FakeServer]) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@contextmanager
+def killed_after_epoch(monkeypatch, epoch: int) -> Iterator[None]:
+    """Inside it, training stops (KeyboardInterrupt) right after writing epoch `epoch`'s
+    checkpoint, as a killed run would; the interrupt is expected, and saving is whole again after."""
+    import promptdistill.train.loop as loop
+
+    original = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        if args[-1] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+
+
+def assert_same_adapter(expected_dir, actual_dir) -> None:
+    """The two PEFT adapter folders hold the same weights (up to float rounding)."""
+    from safetensors.torch import load_file
+
+    expected = load_file(expected_dir / "adapter_model.safetensors")
+    actual = load_file(actual_dir / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)

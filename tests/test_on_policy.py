@@ -5,14 +5,13 @@ import dataclasses
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import promptdistill.train.loop as loop
 from promptdistill.methods import METHODS
 from promptdistill.models import add_lora, left_pad
 from promptdistill.train.on_policy import on_policy_rows, student_answers
 
-from conftest import give_adapter_an_effect, make_model
+from conftest import assert_same_adapter, give_adapter_an_effect, killed_after_epoch, make_model
 from test_train_data import examples
 from test_train_resume import CONFIG
 
@@ -103,23 +102,11 @@ def test_an_interrupted_on_policy_training_resumes_to_the_same_adapter(tokenizer
                                   out, seed=7)
 
     whole = train(tmp_path / "whole")
-    original = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 2):
         train(tmp_path / "resumed")
-    monkeypatch.setattr(loop, "save_checkpoint", original)
     resumed = train(tmp_path / "resumed")
     assert [e["loss"] for e in resumed["epochs"]] == pytest.approx([e["loss"] for e in whole["epochs"]], abs=1e-6)
-    expected = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
-    actual = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)
+    assert_same_adapter(tmp_path / "whole" / "adapter", tmp_path / "resumed" / "adapter")
 
 
 def test_with_a_teacher_cache_the_expert_s_rows_read_it_and_the_student_s_the_online_teacher(tokenizer, tmp_path,

@@ -17,7 +17,7 @@ from promptdistill.models import add_lora
 from promptdistill.rundir import RunDir
 from promptdistill.train.data import ReplayRows, open_book_examples, reply_examples
 
-from conftest import give_adapter_an_effect, make_model
+from conftest import assert_same_adapter, give_adapter_an_effect, killed_after_epoch, make_model
 from test_pipeline import ScriptedExpert, ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 from test_train_data import examples
 
@@ -123,26 +123,12 @@ def test_open_book_replay_holds_the_student_s_reading_of_a_passage_closer_to_the
 
 
 def test_training_with_replay_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     _, whole = _train(tokenizer, tmp_path / "whole", 1.0)
-    original = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        if args[-1] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 2):
         _train(tokenizer, tmp_path / "resumed", 1.0)
-    monkeypatch.setattr(loop, "save_checkpoint", original)
     _, resumed = _train(tokenizer, tmp_path / "resumed", 1.0)
     assert [e["replay_kl"] for e in resumed["epochs"]] == pytest.approx([e["replay_kl"] for e in whole["epochs"]])
-    expected, actual = (load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
-                        for name in ("whole", "resumed"))
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)
+    assert_same_adapter(tmp_path / "whole" / "adapter", tmp_path / "resumed" / "adapter")
 
 
 class KnowingExpert(ScriptedExpert):

@@ -9,7 +9,7 @@ import promptdistill.train.loop as loop
 from promptdistill.config import TrainConfig
 from promptdistill.methods import METHODS
 
-from conftest import give_adapter_an_effect, make_model
+from conftest import assert_same_adapter, give_adapter_an_effect, killed_after_epoch, make_model
 from test_train_data import examples
 
 CONFIG = TrainConfig(epochs=3, learning_rate=1e-2, batch_size=2, lora_rank=4, lora_alpha=8, lora_dropout=0.1)
@@ -38,26 +38,13 @@ def test_length_grouped_batches_cover_every_example_once_and_change_by_epoch():
 def test_interrupted_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch, method):
     whole = train(tokenizer, tmp_path / "whole", method)
 
-    original = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        if args[-1] == 2:  # killed right after the checkpoint of epoch 2
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 2):
         train(tokenizer, tmp_path / "resumed", method)
     assert not (tmp_path / "resumed" / "adapter").exists()
-    monkeypatch.setattr(loop, "save_checkpoint", original)
     resumed = train(tokenizer, tmp_path / "resumed", method)
 
     assert [e["loss"] for e in resumed["epochs"]] == pytest.approx([e["loss"] for e in whole["epochs"]], abs=1e-6)
-    expected = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
-    actual = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=1e-5)
+    assert_same_adapter(tmp_path / "whole" / "adapter", tmp_path / "resumed" / "adapter")
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-3"]
 
 

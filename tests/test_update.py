@@ -19,7 +19,7 @@ from promptdistill.files import read_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
 
-from conftest import make_model
+from conftest import assert_same_adapter, killed_after_epoch, make_model
 from test_train_data import examples as tiny_examples
 from test_train_resume import CONFIG
 
@@ -166,42 +166,10 @@ def test_an_interrupted_update_resumes_to_the_same_adapter(first_training, monke
         pipeline.prepare(target, config, docs, tests)
     pipeline.run_all(run, config)
 
-    original = loop.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        if args[-1] == 1:  # killed right after the first epoch's checkpoint
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 1):  # right after the first epoch's checkpoint
         pipeline.run_all(copy, config)
-    monkeypatch.setattr(loop, "save_checkpoint", original)
     with caplog.at_level(logging.INFO):
         pipeline.run_all(copy, config)
     assert "pd: resuming after epoch 1" in caplog.text
     assert trained(copy)["update_added"] == trained(run)["update_added"] > 0
-    whole = load_file(run.adapter("pd") / "adapter_model.safetensors")
-    resumed = load_file(copy.adapter("pd") / "adapter_model.safetensors")
-    for name in whole:
-        torch.testing.assert_close(resumed[name], whole[name], atol=1e-6, rtol=1e-5)
-
-
-def test_the_command_line_updates_with_update(tmp_path, tiny_model_dir, monkeypatch, ran):  # noqa: F811
-    import sys
-
-    from test_pipeline import TINY_RUN
-
-    from promptdistill import cli
-
-    docs, tests = write_inputs(tmp_path)
-    common = ["--docs", str(docs), "--test-questions", str(tests), "--out", str(tmp_path / "run"), "--model",
-              str(tiny_model_dir), "--methods", "base,pd", *(arg for value in TINY_RUN for arg in ("--set", value)),
-              "--set", "eval.retention=false"]
-    for extra in ([], ["--update"]):
-        monkeypatch.setattr(sys, "argv", ["promptdistill", "run", *common, *extra])
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-        assert exit_info.value.code == 0
-        (docs / "lake.md").write_text(LAKE)
-    assert "update_added" in trained(RunDir(tmp_path / "run"))
+    assert_same_adapter(run.adapter("pd"), copy.adapter("pd"))

@@ -118,6 +118,11 @@ def token_loss(training: Training, config: TrainConfig, student_logits: torch.Te
     return loss
 
 
+def counted_units(batch: dict, reduction: str) -> torch.Tensor:
+    """What a batch's loss averages over (train.loss_reduction): its answer tokens [B, A], or its rows [B]."""
+    return batch["answer_mask"] if reduction == "token" else batch["answer_mask"].any(dim=1)
+
+
 def micro_batches(batch: dict, max_tokens: int, reduction: str) -> list[tuple[dict, float]]:
     """`batch` cut into runs of rows of at most `max_tokens` student tokens each (rows x width past
     the shared prefix; one row at least), each with its share of the batch's loss: the parts'
@@ -127,7 +132,7 @@ def micro_batches(batch: dict, max_tokens: int, reduction: str) -> list[tuple[di
     per_part = max(1, max_tokens // max(1, width - batch["student_shared"])) if max_tokens else rows
     if per_part >= rows:
         return [(batch, 1.0)]
-    counted = batch["answer_mask"] if reduction == "token" else batch["answer_mask"].any(dim=1)
+    counted = counted_units(batch, reduction)
     total = counted.sum().item()
     parts = []
     for start in range(0, rows, per_part):
@@ -140,8 +145,7 @@ def weighted_parts(batches: list[tuple[dict, TrainConfig]], max_tokens: int,
                    reduction: str) -> list[tuple[dict, float, TrainConfig]]:
     """Each batch's micro_batches with its share of the step's loss, and the config its loss
     reads: the expert's answers and the student's own (on-policy) together weigh as one batch."""
-    units = [batch["answer_mask"].sum().item() if reduction == "token" else batch["answer_mask"].any(dim=1).sum().item()
-             for batch, _ in batches]
+    units = [counted_units(batch, reduction).sum().item() for batch, _ in batches]
     return [(part, share * count / sum(units), part_config) for (batch, part_config), count in zip(batches, units)
             for part, share in micro_batches(batch, max_tokens, reduction)]
 
