@@ -55,9 +55,18 @@ def test_variants_share_every_stage_they_leave_alone_and_pair_with_the_run(finis
     assert fast["questions"] == reference["questions"] == 2 * len(read_jsonl(run.test_questions))
     assert "vs_run" in fast and "vs_run" not in reference and fast["train_seconds"] > 0 and "drift" in fast
     assert results["results"]["fast"]["base"]["vs_run"]["difference"] == 0  # base is the same model
+    references = ((0, run), (1, RunDir(run.path / "compare" / "seed-1" / "run")))
+    pd_grades, base_grades = ({f"{seed}/{record['id']}": record["contains"] for seed, draw in references
+                               for record in read_jsonl(draw.eval(method))} for method in ("pd", "base"))
+    assert results["pairs"]["run"]["pd - base"]["difference"] == pytest.approx(
+        100 * sum(pd_grades[key] - base_grades[key] for key in pd_grades) / len(pd_grades))
+    assert "within each variant, paired:\nrun: pd - base" in table
+    for seed, draw in references:
+        graded = read_jsonl(draw.eval("pd"))
+        assert reference["by_draw"][str(seed)] == 100 * sum(record["contains"] for record in graded) / len(graded)
     assert (run.path / "compare" / "accuracy_vs_seconds.png").is_file()
     assert (run.path / "compare" / "accuracy_vs_retention.png").is_file()
-    assert [line.split()[:2] for line in table.splitlines()[2:]] == [["run", "base"], ["run", "pd"], ["fast", "base"],
+    assert [line.split()[:2] for line in table.splitlines()[2:6]] == [["run", "base"], ["run", "pd"], ["fast", "base"],
                                                                       ["fast", "pd"]]
 
     # Once more, with one more variant: only that variant's stages run.

@@ -16,9 +16,11 @@ that variant's stages alone.
 
 Methods are evaluated on the run's test questions or, without them, on the self-check's (paired
 only where a variant's held-out question is the reference's own). Per variant and method, over
-every draw's questions at once: accuracy with a 95% interval, the paired difference to the run with
-its interval, retention and drift (retention.py), and training seconds. RUN/compare/compare.json
-holds the table; RUN/compare/accuracy_vs_seconds.png and accuracy_vs_retention.png plot it.
+every draw's questions at once: accuracy with a 95% interval (and each draw's own), the paired
+difference to the run with its interval, retention and drift (retention.py), and training
+seconds; within each variant, the report's differences between methods (pd - sft, ...), paired.
+RUN/compare/compare.json holds the table; RUN/compare/accuracy_vs_seconds.png and
+accuracy_vs_retention.png plot it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from promptdistill import methods, pipeline, retention
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
 from promptdistill.files import read_jsonl, write_atomic
-from promptdistill.report import paired
+from promptdistill.report import PAIRS, paired
 from promptdistill.rundir import RunDir
 from promptdistill.stats import bootstrap_interval
 
@@ -117,23 +119,42 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
                                       question_set, config)
                       for method in chosen_methods}
                for name, runs in evaluated.items()}
+    pairs = {name: method_pairs(runs, chosen_methods, question_set, config) for name, runs in evaluated.items()}
     out = run.path / "compare"
     settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
-    write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set,
-                                                    "settings": settings, "results": results}, indent=2) + "\n")
+    write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set, "settings": settings,
+                                                    "results": results, "pairs": pairs}, indent=2) + "\n")
     plot(results, out)
-    return table(results, seeds, question_set)
+    return table(results, seeds, question_set) + pairs_text(pairs)
+
+
+def method_pairs(runs: dict[int, RunDir], chosen_methods: list[str], question_set: str, config: RunConfig) -> dict:
+    """The report's differences between methods (pd - sft, ...) within one variant, paired over
+    every draw's questions."""
+    grades = {method: {key: record["contains"] for key, record in pooled(runs, method, question_set).items()}
+              for method in chosen_methods}
+    return {f"{first} - {second}": paired(grades[first], grades[second], config.eval.bootstrap_resamples, config.seed)
+            for first, second in PAIRS if first in grades and second in grades}
+
+
+def pairs_text(pairs: dict[str, dict]) -> str:
+    lines = [f"{name}: " + "; ".join(f"{pair} {interval_text(value, '+')}" for pair, value in found.items())
+             for name, found in pairs.items() if found]
+    return "\n\nwithin each variant, paired:\n" + "\n".join(lines) if lines else ""
 
 
 def summary(runs: dict[int, RunDir], references: dict[int, RunDir] | None, method: str, question_set: str,
             config: RunConfig) -> dict:
-    """One method of one variant over every draw: accuracy, the paired difference to the run's
-    (`references`; None for the run itself), retention, drift and training seconds."""
+    """One method of one variant over every draw: accuracy (pooled, and each draw's), the paired
+    difference to the run's (`references`; None for the run itself), retention, drift and training seconds."""
     resamples = config.eval.bootstrap_resamples
     graded = pooled(runs, method, question_set)
     grades = {key: record["contains"] for key, record in graded.items()}
     result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
-                    "questions": len(grades)}
+                    "questions": len(grades), "by_draw": {}}
+    for seed in runs:  # each draw's own accuracy: how far the draws spread
+        own = [100 * value for key, value in grades.items() if key.startswith(f"{seed}/")]
+        result["by_draw"][str(seed)] = sum(own) / len(own)
     if references is not None:
         reference = pooled(references, method, question_set)
         shared = [key for key in graded if key in reference and reference[key]["question"] == graded[key]["question"]]
@@ -167,12 +188,13 @@ def table(results: dict[str, dict[str, dict]], seeds: list[int], question_set: s
     kind = "test questions" if question_set == "test" else "self-check questions (an estimate)"
     lines = [f"compare: containment on {questions} {kind}, over {len(seeds)} draw(s) (seeds "
              f"{', '.join(map(str, seeds))}); differences paired over the same questions",
-             f"{'variant':<24} {'method':<10} {'accuracy [95%]':>16} {'vs run [95%]':>18} {'retention [95%]':>16} "
-             f"{'drift':>7} {'train s':>8}"]
+             f"{'variant':<24} {'method':<10} {'accuracy [95%]':>16} {'by draw':>12} {'vs run [95%]':>18} "
+             f"{'retention [95%]':>16} {'drift':>7} {'train s':>8}"]
     for name, by_method in results.items():
         for method, result in by_method.items():
             retention_cell = result.get("retention")
-            lines.append(f"{name[:24]:<24} {method:<10} {interval_text(result['accuracy'], ''):>16} "
+            by_draw = "/".join(f"{value:.0f}" for value in result["by_draw"].values())
+            lines.append(f"{name[:24]:<24} {method:<10} {interval_text(result['accuracy'], ''):>16} {by_draw:>12} "
                          f"{interval_text(result['vs_run'], '+') if 'vs_run' in result else '':>18} "
                          f"{interval_text(retention_cell, '') if retention_cell else '':>16} "
                          f"{format(result['drift']['mean'], '.3f') if 'drift' in result else '':>7} "
