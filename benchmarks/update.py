@@ -2,17 +2,25 @@
 
     python benchmarks/update.py --name demo --docs src/promptdistill/demo/docs \
         --test-questions src/promptdistill/demo/test_questions.jsonl --add 2 --seeds 0,1 \
+        --edit benchmarks/data/update_edit_demo.json --update-variant "rehearse half:train.update_rehearsal=0.5" \
         --out runs/update --json benchmarks/results/update.json -- --config src/promptdistill/configs/demo.yaml
 
 For each draw (seed): a run on every document but the last --add (by id), with their test
-questions; then, on a copy of it (hard links), all the documents with `--update`, and on the other
-copy all of them without (a full retraining; the changed documents' questions and answers are
-written in both, the unchanged ones' reused). Both train and evaluate pd (and base). Per draw and
-over all draws: pd's accuracy on the added documents' test questions and on the old ones', the
-update against the full retraining paired over the same questions, and the update's training
-seconds (and the whole second run's) as a share of the full retraining's. Arguments after `--` go to every `run` (a preset, --set).
---docs is a folder of documents or a JSONL of {"id", "text"} (a dataset's run: RUN/inputs/documents.jsonl).
-Prints a table and writes JSON; docs/quality.md records a run.
+questions; then, on copies of it (hard links), all the documents (with --edit, one of the old ones
+edited) once with `--update` as the preset does it, once more per --update-variant with its
+settings, and once without (a full retraining; the changed documents' questions and answers are
+written in each, the unchanged ones' reused). Each trains and evaluates pd (and base).
+
+--edit is a JSON file: {"doc_id", "replace": [[OLD, NEW], ...] (each OLD found once in the
+document's text), "tests": [{"question" (one of the document's test questions), "answers" (the
+new), "old_answers"}]}. Per draw and over all draws, for each way of training: pd's accuracy on
+the added documents' test questions, on the old unedited ones', on the edited facts (the new
+answer, and how often the old one still comes back) and on the edited document's other facts,
+each paired over the same questions with the full retraining and with the adapter before the update;
+and its training seconds (and the whole second run's) as a share of the full retraining's. A rerun
+on finished run directories recomputes the tables (each run's wall seconds are kept beside it). Arguments after `--` go to every `run` (a
+preset, --set). --docs is a folder of documents or a JSONL of {"id", "text"} (a dataset's run:
+RUN/inputs/documents.jsonl). Prints a table and writes JSON; docs/quality.md records a run.
 """
 
 from __future__ import annotations
@@ -25,41 +33,59 @@ import sys
 import time
 from pathlib import Path
 
-from promptdistill.compare import link_run
+from promptdistill.compare import link_run, parse_variant
+from promptdistill.evaluate import grade
 from promptdistill.files import read_jsonl, write_jsonl
 from promptdistill.report import paired
 from promptdistill.stats import bootstrap_interval
 
 RESAMPLES = 10_000
+FULL, BEFORE = "full", "before"
 
 
-def split_documents(docs: Path, add: int, folder: Path) -> tuple[Path, Path, list[str]]:
-    """(the documents before, all of them, the added ids) as inputs `run` reads, under `folder`."""
+def edited_text(text: str, edit: dict) -> str:
+    for old, new in edit["replace"]:
+        if text.count(old) != 1:
+            raise SystemExit(f"--edit: {old!r} is in {edit['doc_id']} {text.count(old)} times, not once")
+        text = text.replace(old, new)
+    return text
+
+
+def split_documents(docs: Path, add: int, edit: dict | None, folder: Path) -> tuple[Path, Path, list[str]]:
+    """(the documents before, all of them with the edit, the added ids) as inputs `run` reads, under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    edit = edit or {"doc_id": None}
     if docs.suffix == ".jsonl":
         records = sorted(read_jsonl(docs), key=lambda record: record["id"])
         added = [record["id"] for record in records[-add:]]
         write_jsonl(folder / "before.jsonl", [record for record in records if record["id"] not in added])
-        write_jsonl(folder / "all.jsonl", records)
+        write_jsonl(folder / "all.jsonl", [{**record, "text": edited_text(record["text"], edit)}
+                                           if record["id"] == edit["doc_id"] else record for record in records])
         return folder / "before.jsonl", folder / "all.jsonl", added
     files = sorted(path for path in docs.iterdir() if path.is_file())
     added = [path.stem for path in files[-add:]]
     for name, chosen in (("before", files[:-add]), ("all", files)):
         (folder / name).mkdir(exist_ok=True)
         for path in chosen:
-            shutil.copy2(path, folder / name / path.name)
+            if name == "all" and path.stem == edit["doc_id"]:
+                (folder / name / path.name).write_text(edited_text(path.read_text(), edit))
+            else:
+                shutil.copy2(path, folder / name / path.name)
     return folder / "before", folder / "all", added
 
 
 def run(docs: Path, tests: Path, out: Path, seed: str, extra: list[str], update: bool = False) -> float:
-    """`promptdistill run` on pd and base; its wall seconds."""
+    """`promptdistill run` on pd and base; the wall seconds of the call that ran it."""
     command = [sys.executable, "-m", "promptdistill", "run", "--docs", str(docs), "--test-questions", str(tests),
                "--out", str(out), "--methods", "base,pd", "--set", f"seed={seed}", "--set", "eval.retention=false",
                *(["--update"] if update else []), *extra]
+    seconds = out.with_suffix(".seconds")
     started = time.time()
     with open(out.with_suffix(".log"), "a") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return time.time() - started
+    if not seconds.is_file():  # the call that did the work; a later one finds every stage done
+        seconds.write_text(f"{time.time() - started}\n")
+    return float(seconds.read_text())
 
 
 def copy_run(source: Path, target: Path) -> None:
@@ -70,10 +96,27 @@ def copy_run(source: Path, target: Path) -> None:
         shutil.copytree(source / "cache", target / "cache")
 
 
-def grades(run_dir: Path, docs: set[str]) -> dict[str, float]:
-    doc_of = {record["id"]: record["doc_id"] for record in read_jsonl(run_dir / "test_questions.jsonl")}
-    return {record["id"]: record["contains"] for record in read_jsonl(run_dir / "eval" / "pd.jsonl")
-            if doc_of[record["id"]] in docs}
+def outcomes(run_dir: Path, added: set[str], edited: str | None, changed: dict[str, dict]) -> dict:
+    """Each of pd's graded replies as 0/1 by group, keyed by question: added, old (the unedited
+    old documents), edited (the new answer of a changed fact), edited, old answer (the old answer
+    of it comes back) and edited, unchanged (the edited document's other facts)."""
+    groups: dict[str, dict[str, float]] = {"added": {}, "old": {}, "edited": {}, "edited, old answer": {},
+                                           "edited, unchanged": {}}
+    seen: dict[str, int] = {}
+    for record in read_jsonl(run_dir / "eval" / "pd.jsonl"):
+        # by question, not id (the ids of the run before are other lines); a repeated question counted apart
+        seen[record["question"]] = seen.get(record["question"], 0) + 1
+        key, fact = f"{record['question']}#{seen[record['question']]}", changed.get(record["question"])
+        if fact:
+            groups["edited"][key] = grade(record["reply"], fact["answers"])["contains"]
+            groups["edited, old answer"][key] = grade(record["reply"], fact["old_answers"])["contains"]
+        elif record["doc_id"] == edited:
+            groups["edited, unchanged"][key] = record["contains"]
+        elif record["doc_id"] in added:
+            groups["added"][key] = record["contains"]
+        else:
+            groups["old"][key] = record["contains"]
+    return groups
 
 
 def train_seconds(run_dir: Path) -> float:
@@ -92,50 +135,77 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, required=True)
     parser.add_argument("--test-questions", type=Path, required=True)
     parser.add_argument("--add", type=int, default=2, help="documents added by the update (the last by id)")
+    parser.add_argument("--edit", type=Path, help="JSON: one of the other documents' edits and the facts they change")
+    parser.add_argument("--update-variant", action="append", default=[], help="NAME:SECTION.FIELD=VALUE,...")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--json", type=Path, required=True, help="results, merged into this file under --name")
     parser.add_argument("run_arguments", nargs="*", help="after --: passed to every `run`")
     args = parser.parse_args()
+    variants = [parse_variant(text) for text in args.update_variant]
+    ways = {"update": [], **{variant.name: [arg for setting in variant.overrides for arg in ("--set", setting)]
+                             for variant in variants}}  # each update's --set arguments
+    folders = {"update": "update", **{variant.name: variant.folder for variant in variants}, FULL: FULL}
     out = args.out / args.name
-    before_docs, all_docs, added = split_documents(args.docs, args.add, out / "inputs")
+    edit = json.loads(args.edit.read_text()) if args.edit else None
+    edited = edit["doc_id"] if edit else None
+    before_docs, all_docs, added = split_documents(args.docs, args.add, edit, out / "inputs")
     tests = read_jsonl(args.test_questions)
+    changed = {record["question"].strip(): record for record in edit["tests"]} if edit else {}
+    missing = set(changed) - {test["question"].strip() for test in tests if test["doc_id"] == edited}
+    if missing:
+        parser.error(f"--edit: not among {edited}'s test questions: {', '.join(sorted(missing))}")
     write_jsonl(out / "inputs" / "tests-before.jsonl", [t for t in tests if t["doc_id"] not in added])
-    old = {t["doc_id"] for t in tests} - set(added)
-    draws, pooled = [], {kind: {way: {} for way in ("update", "full")} for kind in ("added", "old")}
+    write_jsonl(out / "inputs" / "tests-all.jsonl",
+                [{**t, "answers": changed[t["question"].strip()]["answers"]} if t["question"].strip() in changed else t
+                 for t in tests])
+    draws = []
+    pooled: dict[str, dict[str, dict[str, float]]] = {}
     for seed in args.seeds.split(","):
-        first, updated, full = (out / f"seed-{seed}" / name for name in ("before", "update", "full"))
-        first.parent.mkdir(parents=True, exist_ok=True)
+        root = out / f"seed-{seed}"
+        root.mkdir(parents=True, exist_ok=True)
+        first = root / "before"
         run(before_docs, out / "inputs" / "tests-before.jsonl", first, seed, args.run_arguments)
-        copy_run(first, updated)
-        copy_run(first, full)
-        wall = {"update": run(all_docs, args.test_questions, updated, seed, args.run_arguments, update=True),
-                "full": run(all_docs, args.test_questions, full, seed, args.run_arguments)}
-        draw = {"seed": seed, "train_seconds": {"update": train_seconds(updated), "full": train_seconds(full)},
+        runs = {name: root / folder for name, folder in folders.items()}
+        wall = {}
+        for name, target in runs.items():
+            copy_run(first, target)
+            wall[name] = run(all_docs, out / "inputs" / "tests-all.jsonl", target, seed,
+                             args.run_arguments + ways.get(name, []), update=name != FULL)
+        draw = {"seed": seed, "train_seconds": {name: train_seconds(target) for name, target in runs.items()},
                 "wall_seconds": wall}
-        for kind, docs in (("added", set(added)), ("old", old)):
-            for way, run_dir in (("update", updated), ("full", full)):
-                found = grades(run_dir, docs)
-                draw.setdefault(kind, {})[way] = accuracy(found)["accuracy"]
-                pooled[kind][way].update({f"{seed}/{key}": value for key, value in found.items()})
-        draw["train_seconds"]["ratio"] = draw["train_seconds"]["update"] / draw["train_seconds"]["full"]
+        for name, target in {BEFORE: first, **runs}.items():
+            for group, values in outcomes(target, set() if name == BEFORE else set(added), edited, changed).items():
+                if values:
+                    draw.setdefault(name, {})[group] = accuracy(values)["accuracy"]
+                    pooled.setdefault(name, {}).setdefault(group, {}).update(
+                        {f"{seed}/{key}": value for key, value in values.items()})
         draws.append(draw)
-    summary = {kind: {**{way: accuracy(pooled[kind][way]) for way in ("update", "full")},
-                      "update - full": paired(pooled[kind]["update"], pooled[kind]["full"], RESAMPLES, 0)}
-               for kind in ("added", "old")}
-    ratio = sum(d["train_seconds"]["update"] for d in draws) / sum(d["train_seconds"]["full"] for d in draws)
-    wall = sum(d["wall_seconds"]["update"] for d in draws) / sum(d["wall_seconds"]["full"] for d in draws)
-    result = {"added_documents": added, "seeds": args.seeds.split(","), "run_arguments": args.run_arguments,
-              "draws": draws, "pooled": summary, "train_seconds_ratio": ratio, "wall_seconds_ratio": wall}
-    print(f"{args.name}: pd after an update (added {', '.join(added)}) against a full retraining, "
-          f"{len(draws)} draw(s)")
-    for kind in ("added", "old"):
-        s = summary[kind]
-        d = s["update - full"]
-        print(f"  {kind} documents ({s['update']['questions']} questions): update {s['update']['accuracy']:.0f}, "
-              f"full {s['full']['accuracy']:.0f}, update - full {d['difference']:+.1f} "
-              f"[{d['interval'][0]:+.1f}, {d['interval'][1]:+.1f}]")
-    print(f"  training seconds, update / full: {ratio:.2f}; the whole second run's wall seconds: {wall:.2f}")
+    summary = {name: {group: {**accuracy(values),
+                              **{f"- {other}": paired(values, pooled[other][group], RESAMPLES, 0)
+                                 for other in (FULL, BEFORE) if other != name and group in pooled[other]}}
+                      for group, values in groups.items()}
+               for name, groups in pooled.items()}
+
+    def share(kind: str, name: str) -> float:  # summed over the draws, as a share of the full retraining's
+        return sum(d[f"{kind}_seconds"][name] for d in draws) / sum(d[f"{kind}_seconds"][FULL] for d in draws)
+
+    ratios = {name: {kind: share(kind, name) for kind in ("train", "wall")} for name in ways}
+    result = {"added_documents": added, "edited_document": edited, "seeds": args.seeds.split(","),
+              "update_variants": {variant.name: list(variant.overrides) for variant in variants},
+              "run_arguments": args.run_arguments, "draws": draws, "pooled": summary, "seconds_ratios": ratios}
+    print(f"{args.name}: pd after an update (added {', '.join(added)}"
+          f"{f'; edited {edited}' if edited else ''}) against a full retraining, {len(draws)} draw(s)")
+    for name, groups in summary.items():
+        cells = []
+        for group, s in groups.items():
+            differences = [f"{key} {d['difference']:+.1f} [{d['interval'][0]:+.1f}, {d['interval'][1]:+.1f}]"
+                           for key, d in s.items() if key.startswith("- ")]
+            count = f"{s['questions']} q"
+            cells.append(f"{group} {s['accuracy']:.0f} ({', '.join([count, *differences])})")
+        seconds = f"; training {ratios[name]['train']:.2f} of full, the whole run {ratios[name]['wall']:.2f}" \
+            if name in ratios else ""
+        print(f"  {name}: {'; '.join(cells)}{seconds}")
     stored = json.loads(args.json.read_text()) if args.json.is_file() else {}
     stored[args.name] = result
     args.json.parent.mkdir(parents=True, exist_ok=True)

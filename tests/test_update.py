@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from test_pipeline import DOCS, ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 import promptdistill.train.loop as loop
-from promptdistill import pipeline, update
+from promptdistill import pipeline, report, update
 from promptdistill.files import read_jsonl
 from promptdistill.methods import METHODS
 from promptdistill.rundir import RunDir
@@ -103,6 +103,7 @@ def test_an_edited_passage_is_trained_again_and_the_others_rehearsed(first_train
     assert learned["edited_documents"] == ["river"] and learned["added_documents"] == []
     groups = json.loads((run.path / "report.json").read_text())["by_document"]["documents"]
     assert groups["river"]["group"] == "edited" and groups["town"]["group"] == "before the update"
+    assert report.EDITED_NOTE in (run.path / "report.md").read_text()
 
 
 def test_a_removed_document_trains_from_scratch_and_says_why(first_training, ran, caplog):  # noqa: F811

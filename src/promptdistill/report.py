@@ -285,6 +285,11 @@ def write_report(run_dir: Path, results: dict[str, dict], settings: dict, counts
     return "\n".join(tables).rstrip("\n")
 
 
+EDITED_NOTE = ("An update trains an edited document's new text, and nothing unlearns its old text: an old fact can "
+               "still come back (docs/quality.md measures how often). Where it must not, train from scratch: the "
+               "same command without --update.")
+
+
 def _document_lines(documents: dict) -> list[str]:
     """report.md's accuracy by document (and by group after an update), methods as columns."""
     names = list(next(iter(documents["documents"].values()))["methods"]) if documents["documents"] else []
@@ -301,6 +306,8 @@ def _document_lines(documents: dict) -> list[str]:
         lines.append("")
     if documents["without_questions"]:
         lines += [f"{documents['without_questions']} document(s) have no {kind}.", ""]
+    if any(row.get("group") == "edited" for row in documents["documents"].values()):
+        lines += [EDITED_NOTE, ""]
     return lines
 
 
