@@ -16,11 +16,12 @@ document's text), "tests": [{"question" (one of the document's test questions), 
 new), "old_answers"}]}. Per draw and over all draws, for each way of training: pd's accuracy on
 the added documents' test questions, on the old unedited ones', on the edited facts (the new
 answer, and how often the old one still comes back) and on the edited document's other facts,
-each paired over the same questions with the full retraining and with the adapter before the update;
-and its training seconds (and the whole second run's) as a share of the full retraining's. A rerun
-on finished run directories recomputes the tables (each run's wall seconds are kept beside it). Arguments after `--` go to every `run` (a
-preset, --set). --docs is a folder of documents or a JSONL of {"id", "text"} (a dataset's run:
-RUN/inputs/documents.jsonl). Prints a table and writes JSON; docs/quality.md records a run.
+each paired over the same questions with the full retraining and with the adapter before the
+update; and its training seconds (and the whole second run's) as a share of the full retraining's.
+A rerun on finished run directories recomputes the tables (each run's wall seconds are kept beside
+it). Arguments after `--` go to every `run` (a preset, --set). --docs is a folder of documents or a
+JSONL of {"id", "text"} (a dataset's run: RUN/inputs/documents.jsonl). Prints a table and writes
+JSON; docs/quality.md records a run.
 """
 
 from __future__ import annotations

@@ -115,11 +115,14 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
     for seed, name, variant_run, variant_config in draws(run, config, variants, seeds, chosen_methods):
         pipeline.run_all(variant_run, variant_config)
         evaluated.setdefault(name, {})[seed] = variant_run
-    results = {name: {method: summary(runs, None if name == REFERENCE else evaluated[REFERENCE], method,
-                                      question_set, config)
+    # every variant's graded replies, read once: the run's are paired with each variant's
+    graded = {name: {method: pooled(runs, method, question_set) for method in chosen_methods}
+              for name, runs in evaluated.items()}
+    results = {name: {method: summary(runs, graded[name][method],
+                                      None if name == REFERENCE else graded[REFERENCE][method], method, config)
                       for method in chosen_methods}
                for name, runs in evaluated.items()}
-    pairs = {name: method_pairs(runs, chosen_methods, question_set, config) for name, runs in evaluated.items()}
+    pairs = {name: method_pairs(graded[name], config) for name in evaluated}
     out = run.path / "compare"
     settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
     write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set, "settings": settings,
@@ -128,11 +131,11 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
     return table(results, seeds, question_set) + pairs_text(pairs)
 
 
-def method_pairs(runs: dict[int, RunDir], chosen_methods: list[str], question_set: str, config: RunConfig) -> dict:
+def method_pairs(graded: dict[str, dict[str, dict]], config: RunConfig) -> dict:
     """The report's differences between methods (pd - sft, ...) within one variant, paired over
-    every draw's questions."""
-    grades = {method: {key: record["contains"] for key, record in pooled(runs, method, question_set).items()}
-              for method in chosen_methods}
+    every draw's questions (`graded`: each method's pooled replies)."""
+    grades = {method: {key: record["contains"] for key, record in records.items()}
+              for method, records in graded.items()}
     return {f"{first} - {second}": paired(grades[first], grades[second], config.eval.bootstrap_resamples, config.seed)
             for first, second in PAIRS if first in grades and second in grades}
 
@@ -143,20 +146,19 @@ def pairs_text(pairs: dict[str, dict]) -> str:
     return "\n\nwithin each variant, paired:\n" + "\n".join(lines) if lines else ""
 
 
-def summary(runs: dict[int, RunDir], references: dict[int, RunDir] | None, method: str, question_set: str,
+def summary(runs: dict[int, RunDir], graded: dict[str, dict], reference: dict[str, dict] | None, method: str,
             config: RunConfig) -> dict:
-    """One method of one variant over every draw: accuracy (pooled, and each draw's), the paired
-    difference to the run's (`references`; None for the run itself), retention, drift and training seconds."""
+    """One method of one variant over every draw (`graded`: its pooled replies): accuracy (pooled,
+    and each draw's), the paired difference to the run's replies (`reference`; None for the run
+    itself), retention, drift and training seconds."""
     resamples = config.eval.bootstrap_resamples
-    graded = pooled(runs, method, question_set)
     grades = {key: record["contains"] for key, record in graded.items()}
     result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
                     "questions": len(grades), "by_draw": {}}
     for seed in runs:  # each draw's own accuracy: how far the draws spread
         own = [100 * value for key, value in grades.items() if key.startswith(f"{seed}/")]
         result["by_draw"][str(seed)] = sum(own) / len(own)
-    if references is not None:
-        reference = pooled(references, method, question_set)
+    if reference is not None:
         shared = [key for key in graded if key in reference and reference[key]["question"] == graded[key]["question"]]
         if shared:
             result["vs_run"] = paired({key: grades[key] for key in shared},
