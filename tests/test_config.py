@@ -52,6 +52,8 @@ def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
     ("synth.near_duplicate_overlap=1.5", r"synth.near_duplicate_overlap must be in \[0, 1\], got 1.5"),
     ("synth.pd_answers_per_question=0", "synth.pd_answers_per_question must be > 0, got 0"),
     ("train.on_policy_share=1.5", r"train.on_policy_share must be in \[0, 1\], got 1.5"),
+    ("train.online_support=mine", "train.online_support: unknown value 'mine'"),
+    ("train.online_top_k=-20", "train.online_top_k must be >= 0, got -20"),
     ("train.update_rehearsal=1.5", r"train.update_rehearsal must be in \[0, 1\], got 1.5"),
     ("train.update_epochs=-1", "train.update_epochs must be >= 0, got -1"),
     ("train.hidden_state_weight=0.5", "train.hidden_state_weight needs train.teacher=online: the teacher cache"),

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from promptdistill.teacher import top_k_targets
-from promptdistill.train.losses import cross_entropy, distill_loss, hidden_state_distance, top_k_distill_loss
+from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, support_distill_loss,
+                                       top_k_distill_loss)
 
 # A 5-token vocabulary: teacher and student logits for one answer token.
 TEACHER = [2.0, 0.5, 0.0, -1.0, 1.0]
@@ -93,6 +94,28 @@ def test_top_k_loss_has_finite_gradients_with_an_empty_tail(kind):
     logprobs = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.25, 0.25]]))
     top_k_distill_loss(student, ids, logprobs, torch.zeros(2), 2.0, kind).backward()
     assert torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("support", ["teacher", "student"])
+def test_a_support_as_wide_as_the_vocabulary_is_the_whole_divergence(support):
+    torch.manual_seed(0)
+    teacher, student = torch.randn(4, 7) * 3, torch.randn(4, 7)
+    assert support_distill_loss(student, teacher, 2.0, 7, support, "jsd", 0.3).item() == pytest.approx(
+        distill_loss(student, teacher, 2.0, "jsd", 0.3).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("support, kept", [("teacher", [0, 4]), ("student", [1, 0])])
+@pytest.mark.parametrize("kind", ["forward", "reverse"])
+def test_a_top_two_support_by_hand(support, kept, kind):
+    # At T=1 the teacher's two likeliest tokens are 0 and 4, the student's 1 and 0; the other three
+    # tokens of each distribution are one bucket.
+    p, q = softmax(TEACHER), softmax(STUDENT)
+    rest = [token for token in range(5) if token not in kept]
+    buckets_p = [p[token] for token in kept] + [sum(p[token] for token in rest)]
+    buckets_q = [q[token] for token in kept] + [sum(q[token] for token in rest)]
+    loss = support_distill_loss(torch.tensor([STUDENT]), torch.tensor([TEACHER]), 1.0, 2, support, kind)
+    assert loss.item() == pytest.approx(by_hand(kind, buckets_p, buckets_q), abs=1e-6)
+    assert loss.item() < distill_loss(torch.tensor([STUDENT]), torch.tensor([TEACHER]), 1.0, kind).item()
 
 
 def test_sequence_reduction_weighs_each_answer_alike_whatever_its_length():

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 import promptdistill.train.loop as loop
-from promptdistill.methods import METHODS
+from promptdistill.methods import METHODS, Training
 from promptdistill.models import add_lora, left_pad
-from promptdistill.train.on_policy import on_policy_rows, student_answers
+from promptdistill.train.losses import distill_loss, support_distill_loss
+from promptdistill.train.data import Example
+from promptdistill.train.on_policy import AnswersAhead, on_policy_rows, student_answers
 
 from conftest import assert_same_adapter, give_adapter_an_effect, killed_after_epoch, make_model
 from test_train_data import examples
@@ -94,12 +96,56 @@ def test_each_batch_trains_on_the_student_s_answers_with_the_online_teacher_and_
     assert sampled == []
 
 
-def test_an_interrupted_on_policy_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch):
+def test_answers_ahead_samples_the_rows_of_several_batches_at_once_in_the_loader_s_order():
+    rows = [Example(key=str(number), student_ids=[number], answer_ids=[0], teacher_ids=[number]) for number in range(10)]
+    calls = []
+
+    def sample(chosen):
+        calls.append([row.key for row in chosen])
+        return [dataclasses.replace(row, key=f"on-policy-{row.key}") for row in chosen]
+
+    ahead = AnswersAhead(rows, 0.5, 2, sample)
+    planned = [[3, 1], [0, 5, 7, 2], [9], [4, 6], [8]]  # a last group of one batch
+    ahead.start_epoch(planned)
+    answered = [[row.key for row in ahead.for_batch(number, [rows[index] for index in batch])]
+                for number, batch in enumerate(planned)]
+    assert calls == [["3", "0", "5"], ["9", "4"], ["8"]]
+    assert answered == [["on-policy-3"], ["on-policy-0", "on-policy-5"], ["on-policy-9"], ["on-policy-4"],
+                        ["on-policy-8"]]
+    ahead.start_epoch(planned)
+    with pytest.raises(RuntimeError, match="out of step with the loader at batch 0"):
+        ahead.for_batch(0, [rows[1], rows[3]])
+
+
+def test_sampling_ahead_answers_an_epoch_s_batches_in_one_generation(tokenizer, tmp_path, monkeypatch):
+    sampled, scored = [], []
+    real_answers, real_loss = loop.student_answers, loop.batch_loss
+
+    def recording_answers(*args, **kwargs):
+        sampled.append(real_answers(*args, **kwargs))
+        return sampled[-1]
+
+    def recording_loss(training, student, part, config, *args):
+        if config.distill_ce_weight == 0.0:
+            scored.append(part["answer_ids"][part["answer_mask"]].tolist())
+        return real_loss(training, student, part, config, *args)
+
+    monkeypatch.setattr(loop, "student_answers", recording_answers)
+    monkeypatch.setattr(loop, "batch_loss", recording_loss)
+    config = dataclasses.replace(ON_POLICY, on_policy_ahead=3)
+    loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 3, METHODS["pd"],
+                       config, tmp_path, seed=7)
+    assert [len(answers) for answers in sampled] == [3] * config.epochs  # 3 batches of 2 an epoch, one row each
+    assert scored == [answer.answer_ids for answers in sampled for answer in answers]
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+def test_an_interrupted_on_policy_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch, ahead):
     rows = examples(tokenizer) * 3
 
     def train(out):
-        return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, rows, METHODS["pd"], ON_POLICY,
-                                  out, seed=7)
+        return loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, rows, METHODS["pd"],
+                                  dataclasses.replace(ON_POLICY, on_policy_ahead=ahead), out, seed=7)
 
     whole = train(tmp_path / "whole")
     with killed_after_epoch(monkeypatch, 2):
@@ -129,3 +175,16 @@ def test_with_a_teacher_cache_the_expert_s_rows_read_it_and_the_student_s_the_on
                        tmp_path / "run", seed=7, teacher_cache=TeacherCache(tmp_path / "teacher"))
     assert sorted(set(scored)) == [(False, True, 0.0), (True, False, 1.0)]
     assert scored.count((False, True, 0.0)) == scored.count((True, False, 1.0)) == 3 * ON_POLICY.epochs
+
+
+@pytest.mark.parametrize("support", ["teacher", "student"])
+def test_the_online_teacher_s_divergence_reads_a_top_k_support_when_set(support):
+    torch.manual_seed(0)
+    student, teacher, answer_ids = torch.randn(3, 9), torch.randn(3, 9) * 2, torch.tensor([1, 2, 3])
+    config = dataclasses.replace(ON_POLICY, distill_ce_weight=0.0, divergence="reverse")
+    whole = loop.token_loss(Training.ANSWERS_DISTILL, config, student, answer_ids, teacher, weights=None)
+    assert whole.item() == pytest.approx(distill_loss(student, teacher, config.distill_temperature, "reverse").item())
+    cut = dataclasses.replace(config, online_top_k=3, online_support=support)
+    assert loop.token_loss(Training.ANSWERS_DISTILL, cut, student, answer_ids, teacher, weights=None).item() == (
+        pytest.approx(support_distill_loss(student, teacher, config.distill_temperature, 3, support, "reverse").item()))
+    assert support_distill_loss(student, teacher, config.distill_temperature, 3, support, "reverse") < whole

@@ -28,6 +28,7 @@ DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
 TEACHERS = ("cached", "server", "online")
+ONLINE_SUPPORTS = ("teacher", "student")  # whose top k the online teacher's divergence reads: train/losses.py
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
 TRACKERS = ("", "tensorboard", "trackio", "wandb", "mlflow")  # of train.tracker ("": none): train/tracking.py
 REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the base model's behaviour: retention.py
@@ -38,7 +39,8 @@ KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_in
                                "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1,
                                "synth.require_passage_name": False, "train.questions_per_passage": 0,
                                "train.on_policy_share": 0.0, "train.on_policy_temperature": 1.0,
-                               "train.on_policy_max_tokens": 64}
+                               "train.on_policy_max_tokens": 64, "train.online_top_k": 0,
+                               "train.online_support": "teacher", "train.on_policy_ahead": 1}
 
 
 @dataclass
@@ -200,6 +202,19 @@ class TrainConfig:
         default=1.0, metadata={"help": "sampling temperature of the student's own answers (train.on_policy_share)"})
     on_policy_max_tokens: int = field(
         default=64, metadata={"help": "length cap of the student's own answers (train.on_policy_share)"})
+    on_policy_ahead: int = field(
+        default=1, metadata={"help": "the student answers the rows of this many batches at once, in one batched "
+                                     "generation (fewer, wider decoding steps: cheaper where a step's rows cost "
+                                     "little more than one, as on a CPU), with answers up to this many - 1 steps "
+                                     "older than the adapter that learns from them; 1: each batch's own, at its step"})
+    online_top_k: int = field(
+        default=0, metadata={"help": "pd: the online teacher's divergence (the student's own answers of "
+                                     "train.on_policy_share, every row with train.teacher=online) over k tokens at "
+                                     "each position and one bucket for the rest, as the cached teacher's; 0: the "
+                                     "whole vocabulary"})
+    online_support: str = field(
+        default="teacher", metadata={"help": "whose top train.online_top_k tokens: the teacher's (the Tinker "
+                                             "cookbook's) or the student's (On-Policy Context Distillation's)"})
     hidden_state_weight: float = field(
         default=0.0, metadata={"help": "pd: weight of a term pulling the student's hidden states at every layer "
                                        "towards the teacher's at the answer tokens (normalised L1, as Deep Context "
@@ -235,13 +250,15 @@ class TrainConfig:
         check_choice("train.keep_checkpoints", self.keep_checkpoints, ("last", "all"))
         check_choice("train.mixed_precision", self.mixed_precision, ("auto", "none", "bf16"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        check_choice("train.online_support", self.online_support, ONLINE_SUPPORTS)
         check_choice("train.replay", self.replay, REPLAYS)
         check_choice("train.tracker", self.tracker, TRACKERS)
         if not 0 < self.jsd_beta < 1:
             raise UserError(f"train.jsd_beta must be in (0, 1), got {self.jsd_beta}")
         for name in ("epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
                      "lora_rank", "lora_alpha", "distill_temperature", "max_grad_norm", "teacher_top_k",
-                     "uft_epochs", "replay_weight", "replay_ratio", "on_policy_temperature", "on_policy_max_tokens"):
+                     "uft_epochs", "replay_weight", "replay_ratio", "on_policy_temperature", "on_policy_max_tokens",
+                     "on_policy_ahead"):
             _check_positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -250,7 +267,7 @@ class TrainConfig:
         if not 0 <= self.update_rehearsal <= 1:
             raise UserError(f"train.update_rehearsal must be in [0, 1], got {self.update_rehearsal}")
         for name in ("weight_decay", "distill_ce_weight", "hidden_state_weight", "max_batch_tokens",
-                     "questions_per_passage", "update_epochs"):
+                     "questions_per_passage", "update_epochs", "online_top_k"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.hidden_state_weight and self.teacher != "online":

@@ -55,9 +55,9 @@ from promptdistill.methods import Method, Training
 from promptdistill.models import add_lora, answer_logits, answer_outputs, cast_frozen_linears, share_input_casts
 from promptdistill.teacher import TeacherCache, online_teacher
 from promptdistill.train.data import Collator, Example, LengthGroupedBatches, ReplayRows
-from promptdistill.train.on_policy import on_policy_rows, student_answers
-from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, in_chunks, token_weights,
-                                       top_k_distill_loss)
+from promptdistill.train.on_policy import AnswersAhead, on_policy_rows, student_answers
+from promptdistill.train.losses import (cross_entropy, distill_loss, hidden_state_distance, in_chunks,
+                                       support_distill_loss, token_weights, top_k_distill_loss)
 from promptdistill.train.tracking import accelerator_options
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,17 @@ def batch_loss(training: Training, student, batch: dict[str, torch.Tensor], conf
 def token_loss(training: Training, config: TrainConfig, student_logits: torch.Tensor, answer_ids: torch.Tensor,
                *teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weighted loss of some answer tokens: cross-entropy, or the divergence from the teacher
-    (cached: its top-k ids, log-probabilities and tail mass; online: its logits) plus
+    (cached: its top-k ids, log-probabilities and tail mass; online: its logits, over the whole
+    vocabulary or train.online_top_k tokens) plus
     train.distill_ce_weight x cross-entropy."""
     if training in (Training.ANSWERS_CE, Training.PASSAGES):
         return cross_entropy(student_logits, answer_ids, weights)
     if len(teacher) == 3:
         loss = top_k_distill_loss(student_logits, *teacher, config.distill_temperature, config.divergence,
                                   config.jsd_beta, weights)
+    elif config.online_top_k:
+        loss = support_distill_loss(student_logits, teacher[0], config.distill_temperature, config.online_top_k,
+                                    config.online_support, config.divergence, config.jsd_beta, weights)
     else:
         loss = distill_loss(student_logits, teacher[0], config.distill_temperature, config.divergence,
                             config.jsd_beta, weights)
@@ -240,6 +244,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     peft_model = accelerator.unwrap_model(student)  # the same modules; student may be a DDP wrapper
+    own_answers = AnswersAhead(examples, on_policy_share, config.on_policy_ahead, partial(
+        student_answers, peft_model, pad_id=pad_id, temperature=config.on_policy_temperature,
+        max_tokens=config.on_policy_max_tokens))
     if accelerator.num_processes > 1:
         log.info("%s: %d processes (%s), each takes 1/%d of every batch of %d", method.name, accelerator.num_processes,
                  accelerator.distributed_type.value, accelerator.num_processes, config.batch_size)
@@ -259,8 +266,9 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
 
     for epoch in range(start_epoch, config.epochs):
         loader.set_epoch(epoch)
+        own_answers.start_epoch(list(batches) if on_policy_share else [])
         epoch_started = time.time()
-        total_loss, total_replay, batches, sampling_seconds = 0.0, 0.0, 0, 0.0
+        total_loss, total_replay, batch_number, sampling_seconds = 0.0, 0.0, 0, 0.0
         for rows in tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{config.epochs}", leave=False,
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
@@ -269,8 +277,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                 if sampled:
                     started = time.time()
                     with autocast:
-                        answered = student_answers(peft_model, rows[:sampled], pad_id, config.on_policy_temperature,
-                                                   config.on_policy_max_tokens)
+                        answered = own_answers.for_batch(batch_number, rows)
                     sampling_seconds += time.time() - started
                     both.append((send_to_device(on_policy_collate(answered), accelerator.device), on_policy_config))
                 parts = weighted_parts(both, config.max_batch_tokens, config.loss_reduction)
@@ -284,7 +291,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                             loss = share * batch_loss(method.training, student, part, part_config, peft_model,
                                                       part_terms)
                             if replay is not None and last:
-                                replayed = replay_loss(student, send_to_device(replay.batch(epoch, batches),
+                                replayed = replay_loss(student, send_to_device(replay.batch(epoch, batch_number),
                                                                                accelerator.device), peft_model)
                         batch_total += loss.detach()
                         for name, value in (part_terms or {}).items():
@@ -305,11 +312,11 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                     step += 1
                     accelerator.log({"loss": batch_loss_value, "learning_rate": scheduler.get_last_lr()[0], **terms},
                                     step=step)
-            batches += 1
-        history.append({"epoch": epoch + 1, "loss": total_loss / batches, "lr": scheduler.get_last_lr()[0],
+            batch_number += 1
+        history.append({"epoch": epoch + 1, "loss": total_loss / batch_number, "lr": scheduler.get_last_lr()[0],
                         "seconds": round(time.time() - epoch_started, 2)})
         if replay is not None:
-            history[-1]["replay_kl"] = total_replay / batches
+            history[-1]["replay_kl"] = total_replay / batch_number
         if on_policy_share:
             history[-1]["sampling_seconds"] = round(sampling_seconds, 2)
         log.info("%s epoch %d/%d  loss %.4f", method.name, epoch + 1, config.epochs, history[-1]["loss"])

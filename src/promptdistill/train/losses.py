@@ -14,7 +14,8 @@ temperature, with one of three divergences:
            generalised Jensen-Shannon divergence with TRL's (GKD) and torchtune's convention.
 The cached teacher knows p on its top-k tokens and as one lump on the rest (the tail); the
 divergence is then taken between the two (k + 1)-bucket distributions, which equals the full one
-when k covers the vocabulary.
+when k covers the vocabulary. `support_distill_loss` cuts the online teacher the same way, to its
+own top k or the student's (train.online_top_k).
 
 `hidden_state_distance` compares the two models' hidden states at the answer tokens, layer by
 layer, for pd's optional term (train.hidden_state_weight).
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from promptdistill.config import DIVERGENCES, LOSS_REDUCTIONS
+from promptdistill.config import DIVERGENCES, LOSS_REDUCTIONS, ONLINE_SUPPORTS
 
 
 def token_weights(answer_mask: torch.Tensor, reduction: str) -> torch.Tensor | None:
@@ -92,6 +93,22 @@ def top_k_distill_loss(
     student_buckets = torch.cat([student_logprobs.gather(-1, token_ids), student_tail[:, None]], dim=-1)
     teacher_buckets = torch.cat([teacher_logprobs.float(), teacher_tail[:, None]], dim=-1)
     return weighted_mean(divergence(student_buckets, teacher_buckets, kind, beta), weights)
+
+
+def support_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, top_k: int,
+                         support: str, kind: str = "forward", beta: float = 0.5,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`distill_loss` over k tokens at each position plus one bucket for the rest, as the cached
+    teacher's: the teacher's top k (the Tinker cookbook's) or the student's (On-Policy Context
+    Distillation's)."""
+    if support not in ONLINE_SUPPORTS:
+        raise ValueError(f"unknown support {support!r}; choose from {', '.join(ONLINE_SUPPORTS)}")
+    teacher_logprobs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    chooser = teacher_logprobs if support == "teacher" else student_logits.detach()
+    token_ids = chooser.topk(min(top_k, chooser.shape[-1]), dim=-1).indices
+    kept = teacher_logprobs.gather(-1, token_ids)
+    tail_mass = (1 - kept.exp().sum(dim=-1)).clamp(min=0)
+    return top_k_distill_loss(student_logits, token_ids, kept, tail_mass, temperature, kind, beta, weights)
 
 
 def cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor,
