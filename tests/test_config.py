@@ -53,6 +53,7 @@ def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
     ("synth.pd_answers_per_question=0", "synth.pd_answers_per_question must be > 0, got 0"),
     ("train.on_policy_share=1.5", r"train.on_policy_share must be in \[0, 1\], got 1.5"),
     ("train.online_support=mine", "train.online_support: unknown value 'mine'"),
+    ("train.on_policy_mix=swap", "train.on_policy_mix: unknown value 'swap'"),
     ("train.online_top_k=-20", "train.online_top_k must be >= 0, got -20"),
     ("train.update_rehearsal=1.5", r"train.update_rehearsal must be in \[0, 1\], got 1.5"),
     ("train.update_epochs=-1", "train.update_epochs must be >= 0, got -1"),

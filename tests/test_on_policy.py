@@ -139,6 +139,21 @@ def test_sampling_ahead_answers_an_epoch_s_batches_in_one_generation(tokenizer, 
     assert scored == [answer.answer_ids for answers in sampled for answer in answers]
 
 
+def test_added_on_policy_rows_leave_every_expert_row_in_the_batch(tokenizer, tmp_path, monkeypatch):
+    scored, real_loss = [], loop.batch_loss
+
+    def recording_loss(training, student, part, config, *args):
+        scored.append((config.distill_ce_weight, part["answer_mask"].shape[0]))
+        return real_loss(training, student, part, config, *args)
+
+    monkeypatch.setattr(loop, "batch_loss", recording_loss)
+    config = dataclasses.replace(ON_POLICY, on_policy_mix="add")
+    loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 3, METHODS["pd"],
+                       config, tmp_path, seed=7)
+    # Each batch of 2: both expert rows with their cross-entropy, and the student's answer to the first.
+    assert scored == [(1.0, 2), (0.0, 1)] * 3 * config.epochs
+
+
 @pytest.mark.parametrize("ahead", [1, 2])
 def test_an_interrupted_on_policy_training_resumes_to_the_same_adapter(tokenizer, tmp_path, monkeypatch, ahead):
     rows = examples(tokenizer) * 3

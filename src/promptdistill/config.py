@@ -28,6 +28,7 @@ DIVERGENCES = ("forward", "reverse", "jsd")  # of pd's loss: train/losses.py
 ANSWER_LENGTHS = ("cap", "sentence")  # where a generated answer ends
 QUESTION_STYLES = ("tagged", "single")  # how the expert is asked for questions: synth.py
 TEACHERS = ("cached", "server", "online")
+ON_POLICY_MIXES = ("replace", "add")  # what the student's own answers do to a batch's expert rows: train/loop.py
 ONLINE_SUPPORTS = ("teacher", "student")  # whose top k the online teacher's divergence reads: train/losses.py
 LOSS_REDUCTIONS = ("token", "sequence")  # how a batch's token losses are averaged: train/losses.py
 TRACKERS = ("", "tensorboard", "trackio", "wandb", "mlflow")  # of train.tracker ("": none): train/tracking.py
@@ -40,7 +41,8 @@ KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_in
                                "synth.require_passage_name": False, "train.questions_per_passage": 0,
                                "train.on_policy_share": 0.0, "train.on_policy_temperature": 1.0,
                                "train.on_policy_max_tokens": 64, "train.online_top_k": 0,
-                               "train.online_support": "teacher", "train.on_policy_ahead": 1}
+                               "train.online_support": "teacher", "train.on_policy_ahead": 1,
+                               "train.on_policy_mix": "replace"}
 
 
 @dataclass
@@ -202,6 +204,10 @@ class TrainConfig:
         default=1.0, metadata={"help": "sampling temperature of the student's own answers (train.on_policy_share)"})
     on_policy_max_tokens: int = field(
         default=64, metadata={"help": "length cap of the student's own answers (train.on_policy_share)"})
+    on_policy_mix: str = field(
+        default="replace", metadata={"help": "replace: the student's answers take the place of the expert's on "
+                                             "their rows (GKD's lambda); add: the batch keeps every expert row and "
+                                             "the student's answers to the first share of its questions come on top"})
     on_policy_ahead: int = field(
         default=1, metadata={"help": "the student answers the rows of this many batches at once, in one batched "
                                      "generation (fewer, wider decoding steps: cheaper where a step's rows cost "
@@ -251,6 +257,7 @@ class TrainConfig:
         check_choice("train.mixed_precision", self.mixed_precision, ("auto", "none", "bf16"))
         check_choice("train.loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("train.online_support", self.online_support, ONLINE_SUPPORTS)
+        check_choice("train.on_policy_mix", self.on_policy_mix, ON_POLICY_MIXES)
         check_choice("train.replay", self.replay, REPLAYS)
         check_choice("train.tracker", self.tracker, TRACKERS)
         if not 0 < self.jsd_beta < 1:

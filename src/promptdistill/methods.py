@@ -47,8 +47,8 @@ TRAINING_SETTINGS = {
                                "train.divergence",
                                "train.jsd_beta", "train.teacher", "train.distill_ce_weight",
                                "train.hidden_state_weight", "train.on_policy_share", "train.on_policy_temperature",
-                               "train.on_policy_max_tokens", "train.on_policy_ahead", "train.online_top_k",
-                               "train.online_support",
+                               "train.on_policy_max_tokens", "train.on_policy_ahead", "train.on_policy_mix",
+                               "train.online_top_k", "train.online_support",
                                "synth.teacher_instruction"),  # the online teacher's prompt
 }
 

@@ -8,7 +8,8 @@
          only) adds the distance between the two models' hidden states at every layer.
          With train.on_policy_share a share of each batch's rows are the student's own answers
          to their questions, sampled with its adapter on (on_policy.py), scored by the online
-         teacher and without the cross-entropy term; the rest are the expert's, as before.
+         teacher and without the cross-entropy term; the rest are the expert's, as before
+         (train.on_policy_mix=add: every row is the expert's, and the student's come on top).
     cross-entropy on answers (sft), or on the passages themselves (uft: every token but the
          first is an "answer").
     replay (train.replay=self, any method): each step adds a few of the base model's own replies
@@ -273,7 +274,8 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                           disable=not accelerator.is_local_main_process):
             with accelerator.accumulate(student):
                 sampled = on_policy_rows(len(rows), on_policy_share)
-                both = [(send_to_device(collate(rows[sampled:]), accelerator.device), config)] if sampled < len(rows) else []
+                expert_rows = rows if config.on_policy_mix == "add" else rows[sampled:]
+                both = [(send_to_device(collate(expert_rows), accelerator.device), config)] if expert_rows else []
                 if sampled:
                     started = time.time()
                     with autocast:
