@@ -115,6 +115,7 @@ def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran): 
     out = capsys.readouterr()
     assert out.out.splitlines()[0].startswith("compare: containment on 2 test questions, over 1 draw(s) (seeds 0)")
     assert [line.split()[:2] for line in out.out.splitlines()[2:]] == [["run", "pd"], ["fast", "pd"]]
+    assert "| base |" in (run.path / "report.md").read_text()  # the run's report keeps the methods left out
     monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "x:train.epochs=1",
                                       "--methods", "sft"])
     with pytest.raises(SystemExit) as exit_info:

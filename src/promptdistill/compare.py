@@ -93,6 +93,7 @@ def draws(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[i
     configs = {(seed, variant.name): run.load_config([*variant.overrides, f"seed={seed}",
                                                        f"methods={','.join(chosen_methods)}"])
                for seed in seeds for variant in everyone}
+    configs[config.seed, REFERENCE] = config  # the run itself keeps its methods: its report lists them all
     for seed in seeds:
         draw = run.path / "compare" / f"seed-{seed}"
         reference = run if seed == config.seed else RunDir(draw / REFERENCE)
