@@ -105,6 +105,18 @@ def test_variants_are_named_and_checked_before_any_work(finished, ran):  # noqa:
     assert ran == [] and not (run.path / "compare").exists()
 
 
+def test_an_on_policy_variant_reports_the_seconds_spent_sampling(finished, ran):  # noqa: F811
+    run, config = finished
+    compare(run, config, [parse_variant("on-policy:train.on_policy_share=0.5")], seeds=[0], chosen_methods=["pd"])
+    results = json.loads((run.path / "compare" / "compare.json").read_text())["results"]
+    trained = run.path / "compare" / "seed-0" / "on-policy" / "adapters" / "pd"
+    metrics = json.loads((trained / "metrics.json").read_text())
+    on_policy = results["on-policy"]["pd"]
+    assert on_policy["sampling_seconds"] == pytest.approx(sum(epoch["sampling_seconds"] for epoch in metrics["epochs"]))
+    assert 0 < on_policy["sampling_seconds"] < on_policy["train_seconds"]
+    assert "sampling_seconds" not in results["run"]["pd"]
+
+
 def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811
     run, _ = finished
     monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "fast:train.learning_rate=0.02",

@@ -151,7 +151,7 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], reference: dict[st
             config: RunConfig) -> dict:
     """One method of one variant over every draw (`graded`: its pooled replies): accuracy (pooled,
     and each draw's), the paired difference to the run's replies (`reference`; None for the run
-    itself), retention, drift and training seconds."""
+    itself), retention, drift and training seconds (on-policy: and the sampling's among them)."""
     resamples = config.eval.bootstrap_resamples
     grades = {key: record["contains"] for key, record in graded.items()}
     result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
@@ -167,6 +167,10 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], reference: dict[st
     if methods.METHODS[method].training:
         result["train_seconds"] = sum(json.loads(run.manifest(f"train-{method}").read_text())["seconds"]
                                       for run in runs.values()) / len(runs)
+        sampling = [sum(epoch.get("sampling_seconds", 0.0) for epoch in json.loads(
+            (run.adapter_dir(method) / "metrics.json").read_text())["epochs"]) for run in runs.values()]
+        if any(sampling):  # on-policy training: of its seconds, those spent sampling the student's answers
+            result["sampling_seconds"] = sum(sampling) / len(runs)
         if all(run.retention(method).is_file() for run in runs.values()):
             kept = [100 * value for run in runs.values() for value in retention.kept_by_question(run, method).values()]
             drift = [record["kl"] for run in runs.values() for record in read_jsonl(run.retention(f"{method}.drift"))]
