@@ -65,8 +65,9 @@ def test_the_expert_s_and_the_student_s_rows_weigh_by_their_answer_tokens():
     assert [share for _, share, _ in parts] == pytest.approx([2 / 3, 1 / 3])
 
 
-def test_each_batch_trains_on_the_student_s_answers_with_the_online_teacher_and_no_cross_entropy(
-        tokenizer, tmp_path, monkeypatch):
+def record_training(monkeypatch) -> tuple[list, list]:
+    """What training samples (each call's answers) and scores (per part: its answer tokens, whether
+    its teacher is online, its cross-entropy weight and its rows), recorded as it goes."""
     sampled, scored = [], []
     real_answers, real_loss = loop.student_answers, loop.batch_loss
 
@@ -76,18 +77,24 @@ def test_each_batch_trains_on_the_student_s_answers_with_the_online_teacher_and_
 
     def recording_loss(training, student, part, config, *args):
         scored.append((part["answer_ids"][part["answer_mask"]].tolist(), "teacher_input_ids" in part,
-                       config.distill_ce_weight))
+                       config.distill_ce_weight, part["answer_mask"].shape[0]))
         return real_loss(training, student, part, config, *args)
 
     monkeypatch.setattr(loop, "student_answers", recording_answers)
     monkeypatch.setattr(loop, "batch_loss", recording_loss)
+    return sampled, scored
+
+
+def test_each_batch_trains_on_the_student_s_answers_with_the_online_teacher_and_no_cross_entropy(
+        tokenizer, tmp_path, monkeypatch):
+    sampled, scored = record_training(monkeypatch)
     rows = examples(tokenizer) * 3  # 3 batches of 2 an epoch: one row of each is the student's
     metrics = loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, rows, METHODS["pd"], ON_POLICY,
                                  tmp_path, seed=7)
     assert len(sampled) == 3 * ON_POLICY.epochs and all(len(answers) == 1 for answers in sampled)
     student_parts = [part for part in scored if part[2] == 0.0]
-    assert [tokens for tokens, _, _ in student_parts] == [answers[0].answer_ids for answers in sampled]
-    assert all(online for _, online, _ in scored)  # no teacher cache here: every row's teacher is online
+    assert [tokens for tokens, *_ in student_parts] == [answers[0].answer_ids for answers in sampled]
+    assert all(online for _, online, *_ in scored)  # no teacher cache here: every row's teacher is online
     assert len(scored) == 2 * len(sampled)  # and every batch has one row of the expert's, with its cross-entropy
     assert all(epoch["sampling_seconds"] >= 0 for epoch in metrics["epochs"])
     sampled.clear()  # sft never samples: its answers are fixed targets
@@ -97,7 +104,8 @@ def test_each_batch_trains_on_the_student_s_answers_with_the_online_teacher_and_
 
 
 def test_answers_ahead_samples_the_rows_of_several_batches_at_once_in_the_loader_s_order():
-    rows = [Example(key=str(number), student_ids=[number], answer_ids=[0], teacher_ids=[number]) for number in range(10)]
+    rows = [Example(key=str(number), student_ids=[number], answer_ids=[0], teacher_ids=[number])
+            for number in range(10)]
     calls = []
 
     def sample(chosen):
@@ -118,40 +126,22 @@ def test_answers_ahead_samples_the_rows_of_several_batches_at_once_in_the_loader
 
 
 def test_sampling_ahead_answers_an_epoch_s_batches_in_one_generation(tokenizer, tmp_path, monkeypatch):
-    sampled, scored = [], []
-    real_answers, real_loss = loop.student_answers, loop.batch_loss
-
-    def recording_answers(*args, **kwargs):
-        sampled.append(real_answers(*args, **kwargs))
-        return sampled[-1]
-
-    def recording_loss(training, student, part, config, *args):
-        if config.distill_ce_weight == 0.0:
-            scored.append(part["answer_ids"][part["answer_mask"]].tolist())
-        return real_loss(training, student, part, config, *args)
-
-    monkeypatch.setattr(loop, "student_answers", recording_answers)
-    monkeypatch.setattr(loop, "batch_loss", recording_loss)
+    sampled, scored = record_training(monkeypatch)
     config = dataclasses.replace(ON_POLICY, on_policy_ahead=3)
     loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 3, METHODS["pd"],
                        config, tmp_path, seed=7)
     assert [len(answers) for answers in sampled] == [3] * config.epochs  # 3 batches of 2 an epoch, one row each
-    assert scored == [answer.answer_ids for answers in sampled for answer in answers]
+    assert [tokens for tokens, _, weight, _ in scored if weight == 0.0] == [
+        answer.answer_ids for answers in sampled for answer in answers]
 
 
 def test_added_on_policy_rows_leave_every_expert_row_in_the_batch(tokenizer, tmp_path, monkeypatch):
-    scored, real_loss = [], loop.batch_loss
-
-    def recording_loss(training, student, part, config, *args):
-        scored.append((config.distill_ce_weight, part["answer_mask"].shape[0]))
-        return real_loss(training, student, part, config, *args)
-
-    monkeypatch.setattr(loop, "batch_loss", recording_loss)
+    _, scored = record_training(monkeypatch)
     config = dataclasses.replace(ON_POLICY, on_policy_mix="add")
     loop.train_adapter(make_model(len(tokenizer)), tokenizer.pad_token_id, examples(tokenizer) * 3, METHODS["pd"],
                        config, tmp_path, seed=7)
     # Each batch of 2: both expert rows with their cross-entropy, and the student's answer to the first.
-    assert scored == [(1.0, 2), (0.0, 1)] * 3 * config.epochs
+    assert [(weight, rows) for _, _, weight, rows in scored] == [(1.0, 2), (0.0, 1)] * 3 * config.epochs
 
 
 @pytest.mark.parametrize("ahead", [1, 2])
