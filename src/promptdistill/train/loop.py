@@ -279,7 +279,7 @@ def train_adapter(model, pad_id: int, examples: list[Example], method: Method, c
                 if sampled:
                     started = time.time()
                     with autocast:
-                        answered = own_answers.for_batch(batch_number, rows)
+                        answered = own_answers.for_batch(batch_number, rows[:sampled])
                     sampling_seconds += time.time() - started
                     both.append((send_to_device(on_policy_collate(answered), accelerator.device), on_policy_config))
                 parts = weighted_parts(both, config.max_batch_tokens, config.loss_reduction)

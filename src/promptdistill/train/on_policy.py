@@ -66,12 +66,11 @@ class AnswersAhead:
         self.planned, self.ready = planned, []
 
     def for_batch(self, number: int, rows: list[Example]) -> list[Example]:
-        """The answers to `rows[:on_policy_rows(len(rows), share)]`, batch `number` of the epoch."""
+        """The answers to `rows`, batch `number`'s first on_policy_rows of the epoch."""
         if number % self.ahead == 0:
             self.ready = self.sample([self.examples[index] for batch in self.planned[number:number + self.ahead]
                                       for index in batch[:on_policy_rows(len(batch), self.share)]])
-        answered = self.ready[:on_policy_rows(len(rows), self.share)]
-        self.ready = self.ready[len(answered):]
-        if [answer.student_ids for answer in answered] != [row.student_ids for row in rows[:len(answered)]]:
+        answered, self.ready = self.ready[:len(rows)], self.ready[len(rows):]
+        if [answer.student_ids for answer in answered] != [row.student_ids for row in rows]:
             raise RuntimeError(f"on-policy answers out of step with the loader at batch {number}")
         return answered
