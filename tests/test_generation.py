@@ -5,6 +5,7 @@ import torch
 
 from promptdistill.generation import BatchStore, Sampling, TransformersBackend, generate_all
 from promptdistill.generation.core import plan_batches
+from promptdistill.generation.local import ClosedBookMix, ClosedBookMixBackend
 
 PROMPTS = ["who founded velmora ?", "when was the town founded ?", "what is the river ?",
            "how many steps ?", "where is the lighthouse ?"]
@@ -265,3 +266,33 @@ def test_decode_attention_gives_sdpas_logits_on_left_padded_rows_with_a_shared_p
     models.use_decode_attention(tiny_model)
     torch.testing.assert_close(generated_logits(), expected)
     assert query_lengths.count(1) == 5 * tiny_model.config.num_hidden_layers  # every step after the first
+
+
+def test_closed_book_mix_gives_both_rows_of_a_pair_the_token_of_the_side_drawn():
+    # rows 0, 1: open-book; rows 2, 3: their closed-book twins; greedy, so each row's token is its argmax
+    scores = torch.full((4, 6), -5.0)
+    for row, token in enumerate([1, 2, 3, 4]):
+        scores[row, token] = 5.0
+    chosen = {share: ClosedBookMix(None, share)(None, scores).argmax(dim=-1).tolist() for share in (0.0, 1.0)}
+    assert chosen == {0.0: [1, 2, 1, 2], 1.0: [3, 4, 3, 4]}
+    torch.manual_seed(0)
+    picks = torch.stack([ClosedBookMix(None, 0.3)(None, scores)[:2].argmax(dim=-1) for _ in range(2000)])
+    assert 0.27 < (picks[:, 0] == 3).float().mean() < 0.33  # the closed-book side's token at its share
+    assert ((picks[:, 0] == 3) != (picks[:, 1] == 4)).any()  # each pair draws its own side
+
+
+def test_mixed_answers_are_the_open_book_replies_at_share_0_and_the_closed_book_replies_at_1(tokenizer, tiny_model):
+    torch.manual_seed(2)  # an output layer of its own: the tied one repeats the last word whatever the prompt
+    tiny_model.lm_head.weight = torch.nn.Parameter(torch.randn_like(tiny_model.lm_head.weight))
+    backend = TransformersBackend(tiny_model, tokenizer)
+    open_book = ["velmora was founded in 1623 . who founded velmora ?", "the river is saffron . what is the river ?"]
+    closed_book = ["who founded velmora ?", "what is the river ?"]
+    greedy, sampled = Sampling(0.0, 6), Sampling(1.0, 6)
+    open_replies, closed_replies = (backend.generate_batch(prompts, greedy, 0) for prompts in (open_book, closed_book))
+    assert open_replies[0] != closed_replies[0]
+    assert backend.generate_batch(open_book, greedy, 0, closed_book, 0.0) == open_replies
+    assert backend.generate_batch(open_book, greedy, 0, closed_book, 1.0) == closed_replies
+    mixed = ClosedBookMixBackend(backend, 0.5, dict(zip(open_book, closed_book)))
+    assert mixed.identity != backend.identity  # stored batches of mixed and pure answers never mix
+    assert mixed.generate_batch(open_book, sampled, 3) == backend.generate_batch(open_book, sampled, 3, closed_book,
+                                                                                  0.5)

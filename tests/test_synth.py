@@ -4,9 +4,11 @@ import pytest
 
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Passage
+from promptdistill.errors import UserError
+from promptdistill.generation import TransformersBackend
 from promptdistill.synth import (
     answer_questions, clean_question, content_words, last_full_sentence, normalise_question, passage_names,
-    write_questions,
+    ungrounded, write_questions,
 )
 
 
@@ -162,3 +164,30 @@ def test_answers_end_at_their_first_sentence_when_asked():
     records, _ = answer_questions(backend, {"town#0": PASSAGE}, questions, 0.7, config, seed=0)
     assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
     assert ". " in seen[0].stop  # generation itself stops there
+
+
+def test_a_name_or_number_its_source_never_says_makes_an_answer_ungrounded():
+    source = PASSAGE.text + " Who founded Velmora?"
+    assert ungrounded("Tobin Quarrel founded Velmora in 1623. The lighthouse is yellow.", source) == set()
+    assert ungrounded("It was founded in 1624 by Tobin Marsh. Boats came.", source) == {"1624", "marsh"}
+
+
+def test_mixed_answers_ask_the_local_model_for_the_question_alone_and_drop_the_ungrounded(tokenizer, tiny_model,
+                                                                                          monkeypatch):
+    questions = [{"id": f"town#0/q{i}", "passage_id": "town#0", "question": "Who founded Velmora?"} for i in range(2)]
+    backend = TransformersBackend(tiny_model, tokenizer)
+    asked = []
+
+    def reply(prompts, sampling, seed, closed_book=None, closed_book_share=0.0):
+        asked.append((closed_book, closed_book_share))
+        return ["Tobin Quarrel founded it.", "Anna Bell founded it in 1700."][:len(prompts)]
+
+    monkeypatch.setattr(backend, "generate_batch", reply)
+    config = SynthConfig(max_answer_tokens=64)
+    records, counts = answer_questions(backend, {"town#0": PASSAGE}, questions, 0.7, config, 0, closed_book_share=0.3)
+    assert asked == [(["Who founded Velmora?"] * 2, 0.3)]
+    assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
+    assert counts["dropped_ungrounded"] == 1
+    with pytest.raises(UserError, match="synth.closed_book_share"):
+        answer_questions(ChosenReplies(["x."]), {"town#0": PASSAGE}, questions[:1], 0.7, config, 0,
+                         closed_book_share=0.3)

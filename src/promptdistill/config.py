@@ -36,7 +36,8 @@ REPLAYS = ("none", "self", "open-book")  # what training mixes in to keep the ba
 # Settings added after runs existed, at the value that leaves behaviour as it was: there they stay
 # out of stage keys (RunConfig.settings), so that finished runs from before them are not redone.
 KEY_NEUTRAL: dict[str, Any] = {"train.distill_ce_weight": 0.0, "synth.teacher_instruction": "",
-                               "train.hidden_state_weight": 0.0, "synth.near_duplicate_overlap": 0.0,
+                               "synth.closed_book_share": 0.0, "train.hidden_state_weight": 0.0,
+                               "synth.near_duplicate_overlap": 0.0,
                                "synth.pd_answers_per_question": 1, "synth.sft_answers_per_question": 1,
                                "synth.require_passage_name": False, "train.questions_per_passage": 0,
                                "train.on_policy_share": 0.0, "train.on_policy_temperature": 1.0,
@@ -112,6 +113,11 @@ class SynthConfig:
         default=4,
         metadata={"help": "question-writing rounds per passage before settling for fewer"},
     )
+    closed_book_share: float = field(
+        default=0.0, metadata={"help": "the chance that a token of a training answer is drawn from the model without "
+                                       "the passage in its prompt rather than with it (MixSD's mixed answers, "
+                                       "about 0.3 there; answers naming a name or number the passage does not are "
+                                       "dropped); needs the model in this process; 0: off, the paper's"})
     self_check_share: float = field(
         default=0.2, metadata={"help": "the share of each passage's questions held out from training for the "
                                        "self-check (selfcheck.py): questions_per_passage x share / (1 - share) more "
@@ -130,6 +136,8 @@ class SynthConfig:
             raise UserError(f"synth.self_check_share must be in [0, 1), got {self.self_check_share}")
         check_choice("synth.answer_length", self.answer_length, ANSWER_LENGTHS)
         check_choice("synth.question_style", self.question_style, QUESTION_STYLES)
+        if not 0 <= self.closed_book_share <= 1:
+            raise UserError(f"synth.closed_book_share must be in [0, 1], got {self.closed_book_share}")
         if not 0 <= self.near_duplicate_overlap <= 1:
             raise UserError(f"synth.near_duplicate_overlap must be in [0, 1], got {self.near_duplicate_overlap}")
         for name in ("max_question_tokens", "max_answer_tokens", "pd_answers_per_question", "sft_answers_per_question",

@@ -92,8 +92,7 @@ def rewrite_questions(run: RunDir, config: RunConfig, documents: list[Document],
     pairs_path = run.inputs / "rewritten_questions.jsonl"
 
     def work():
-        backend = generation_backend(config)
-        pairs = rewrite_test_questions(backend, documents, tests, config.synth.max_question_tokens,
+        pairs = rewrite_test_questions(generation_backend(config), documents, tests, config.synth.max_question_tokens,
                                        config.eval.batch_size, config.seed)
         write_jsonl(pairs_path, pairs)
         return {"questions": len(pairs), "changed": sum(p["rewritten"] != p["original"] for p in pairs)}
@@ -129,7 +128,7 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
 
     settings = config.settings(*MODEL, "seed", method.answer_temperature, method.answers_per_question, "synth.top_p",
                                "synth.top_k", "synth.max_answer_tokens", "synth.answer_length", "synth.batch_size",
-                               "synth.teacher_instruction")
+                               "synth.teacher_instruction", "synth.closed_book_share")
     temperature, per_question = config.value(method.answer_temperature), config.value(method.answers_per_question)
 
     def work():
@@ -137,7 +136,8 @@ def answers(run: RunDir, config: RunConfig, method: methods.Method) -> None:
         with BatchStore(run.batches(f"answers-{method.name}")) as store:
             backend = generation_backend(config)
             records, counts = answer_questions(backend, passages, read_jsonl(run.questions), temperature, config.synth,
-                                               config.seed + method.answer_seed_offset, store, per_question)
+                                               config.seed + method.answer_seed_offset, store, per_question,
+                                               config.synth.closed_book_share)
         write_jsonl(run.answers(method.name), records)
         return counts
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 from promptdistill.config import SynthConfig
 from promptdistill.corpus import Document, Passage, TestQuestion
-from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, generate_all
+from promptdistill.errors import UserError
+from promptdistill.generation import SENTENCE_ENDS, Backend, BatchStore, Sampling, TransformersBackend, generate_all
+from promptdistill.generation.local import ClosedBookMixBackend
 from promptdistill.prompts import (QUESTIONS_PER_TAGGED_REPLY, question_writing_prompt, rewriting_prompt,
-                                   tagged_question_writing_prompt, teacher_prompt)
+                                   student_prompt, tagged_question_writing_prompt, teacher_prompt)
 
 STOPWORDS = frozenset(
     "a an and are as at be by did do does for from had has have how in is it its of on or "
@@ -163,9 +165,14 @@ def write_questions(
 def answer_questions(
     backend: Backend, passages: dict[str, Passage], questions: list[dict],
     temperature: float, config: SynthConfig, seed: int, store: BatchStore | None = None, per_question: int = 1,
+    closed_book_share: float = 0.0,
 ) -> tuple[list[dict], dict[str, int]]:
     """The expert answers each question with its passage in the prompt, `per_question` times
     (independent samples, a question's answers next to each other).
+
+    With `closed_book_share` each token is drawn without the passage with that chance (MixSD's
+    mixed answers, ClosedBookMixBackend), and a mixed answer that names a name or number its
+    passage and question do not (`ungrounded`) is dropped: the closed-book side made it up.
 
     With `answer_length` "sentence" each answer ends at its first full sentence. An answer cut off
     at the length cap is trimmed to its last full sentence (the built-in model rambles past the
@@ -177,12 +184,20 @@ def answer_questions(
                for q in questions]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
     sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop, config.top_k)
+    if closed_book_share:
+        if not isinstance(backend, TransformersBackend):
+            raise UserError("synth.closed_book_share mixes the tokens of two prompts one at a time: it needs the "
+                            "model in this process, not a generation server (generation.server)")
+        backend = ClosedBookMixBackend(backend, closed_book_share,
+                                       {prompt: student_prompt(q["question"]) for prompt, q in zip(prompts, questions)})
     replies = generate_all(
         backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
         groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",
     )
     records = []
     counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
+    if closed_book_share:
+        counts["dropped_ungrounded"] = 0
     for question, answer in zip(questions, replies):
         if answer and backend.count_tokens(answer) >= config.max_answer_tokens - 1:
             answer = last_full_sentence(answer)
@@ -192,9 +207,24 @@ def answer_questions(
         if not answer:
             counts["dropped_empty"] += 1
             continue
+        if closed_book_share and ungrounded(answer, f"{passages[question['passage_id']].text} {question['question']}"):
+            counts["dropped_ungrounded"] += 1
+            continue
         records.append({"question_id": question["id"], "answer": answer, "temperature": temperature})
     counts["answers"] = len(records)
     return records, counts
+
+
+def ungrounded(answer: str, source: str) -> set[str]:
+    """The names (capitalised words that do not open a sentence) and numbers of `answer` that
+    `source` never says, lower-cased."""
+    known = set(re.findall(r"[a-z0-9]+", source.lower()))
+    facts = set()
+    for sentence in re.split(r"(?<=[.!?])\s+", answer):
+        words = re.findall(r"[A-Za-z0-9]+", sentence)
+        facts |= {word.lower() for word in words[1:] if word[0].isupper() and len(word) > 1}
+        facts |= {word.lower() for word in words if any(character.isdigit() for character in word)}
+    return facts - known
 
 
 def last_full_sentence(text: str) -> str:

@@ -1,7 +1,8 @@
 """Text generation: one interface, an in-process backend and a server backend, made by one factory.
 
     core.py    Sampling, the Backend protocol, generate_all (batches, seeds, stored batches)
-    local.py   TransformersBackend: transformers `generate` in this process
+    local.py   TransformersBackend: transformers `generate` in this process; ClosedBookMixBackend: its
+               answers mixing tokens drawn with and without the passage (MixSD)
     server.py  ServerBackend: any OpenAI-compatible chat-completions server
 """
 

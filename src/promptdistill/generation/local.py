@@ -44,6 +44,26 @@ class NucleusDraw:
         return probs, tokens
 
 
+class ClosedBookMix:
+    """A logits processor for answers mixed as MixSD's (Liu et al. 2026, arXiv 2605.16865): the
+    batch's second half holds the first half's prompts without their passage. At each step every
+    row draws a token (by `draw`, or greedily without one); then each pair takes the closed-book
+    row's token with probability `share`, else the open-book row's, and both rows read it, so each
+    side conditions on the whole mixed answer so far. Its tokens stay close to what the model says
+    unprompted while the open-book side keeps the facts in it.
+    """
+
+    def __init__(self, draw: NucleusDraw | None, share: float):
+        self.draw, self.share = draw, share
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        drawn = (self.draw(input_ids, scores) if self.draw else scores).argmax(dim=-1)
+        pairs = len(drawn) // 2
+        closed_book = torch.rand(pairs, device=scores.device) < self.share
+        chosen = torch.where(closed_book, drawn[pairs:], drawn[:pairs]).repeat(2)
+        return torch.full_like(scores, -float("inf")).scatter_(-1, chosen[:, None], 0.0)
+
+
 class TransformersBackend:
     """Batched `model.generate` on the model's own chat template; the model may carry a LoRA adapter.
 
@@ -62,9 +82,11 @@ class TransformersBackend:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     @torch.no_grad()
-    def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
+    def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int,
+                       closed_book: list[str] | None = None, closed_book_share: float = 0.0) -> list[str]:
+        """`closed_book`: each prompt without its passage; the replies then mix tokens of both (ClosedBookMix)."""
         rows = [self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False).input_ids
-                for prompt in prompts]
+                for prompt in prompts + (closed_book or [])]
         shared = shared_prefix_length(rows)
         input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id, shared)
         width = input_ids.shape[1]
@@ -72,7 +94,10 @@ class TransformersBackend:
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         cache = {"cache": shared_prefix_cache(self.model, input_ids, shared)} if shared else {}
         torch.manual_seed(seed)
-        if sampling.temperature == 0:
+        if closed_book:
+            own = NucleusDraw(sampling.temperature, sampling.top_p, sampling.top_k) if sampling.temperature else None
+            draw = {"do_sample": False, "logits_processor": [ClosedBookMix(own, closed_book_share)]}
+        elif sampling.temperature == 0:
             draw = {"do_sample": False}
         elif self.own_draw:
             draw = {"do_sample": False,
@@ -92,5 +117,20 @@ class TransformersBackend:
             stop_strings=list(sampling.stop) or None,
             tokenizer=self.tokenizer if sampling.stop else None,
         )
-        completions = output[:, width:]
+        completions = output[:len(prompts), width:]
         return [text.strip() for text in self.tokenizer.batch_decode(completions, skip_special_tokens=True)]
+
+
+class ClosedBookMixBackend:
+    """The local backend answering as MixSD (ClosedBookMix): `closed_book` holds each open-book
+    prompt's twin without its passage, and `share` is the chance that a token is the twin's."""
+
+    def __init__(self, local: TransformersBackend, share: float, closed_book: dict[str, str]):
+        self.local, self.share, self.closed_book = local, share, closed_book
+        self.identity = f"{local.identity}|closed-book share {share}"
+
+    def count_tokens(self, text: str) -> int:
+        return self.local.count_tokens(text)
+
+    def generate_batch(self, prompts: list[str], sampling: Sampling, seed: int) -> list[str]:
+        return self.local.generate_batch(prompts, sampling, seed, [self.closed_book[p] for p in prompts], self.share)
