@@ -172,22 +172,25 @@ def test_a_name_or_number_its_source_never_says_makes_an_answer_ungrounded():
     assert ungrounded("It was founded in 1624 by Tobin Marsh. Boats came.", source) == {"1624", "marsh"}
 
 
-def test_mixed_answers_ask_the_local_model_for_the_question_alone_and_drop_the_ungrounded(tokenizer, tiny_model,
-                                                                                          monkeypatch):
+def test_mixed_answers_ask_the_local_model_for_the_question_alone_and_give_way_to_the_experts_when_ungrounded(
+        tokenizer, tiny_model, monkeypatch):
     questions = [{"id": f"town#0/q{i}", "passage_id": "town#0", "question": "Who founded Velmora?"} for i in range(2)]
     backend = TransformersBackend(tiny_model, tokenizer)
     asked = []
+    expert = ["Tobin Quarrel founded it.", "Velmora was founded by Tobin Quarrel."]
+    mixed = ["Tobin Quarrel founded it, they say.", "Anna Bell founded it in 1700."]
 
     def reply(prompts, sampling, seed, closed_book=None, closed_book_share=0.0):
         asked.append((closed_book, closed_book_share))
-        return ["Tobin Quarrel founded it.", "Anna Bell founded it in 1700."][:len(prompts)]
+        return (mixed if closed_book else expert)[:len(prompts)]
 
     monkeypatch.setattr(backend, "generate_batch", reply)
     config = SynthConfig(max_answer_tokens=64)
     records, counts = answer_questions(backend, {"town#0": PASSAGE}, questions, 0.7, config, 0, closed_book_share=0.3)
-    assert asked == [(["Who founded Velmora?"] * 2, 0.3)]
-    assert [r["answer"] for r in records] == ["Tobin Quarrel founded it."]
-    assert counts["dropped_ungrounded"] == 1
+    assert asked == [(None, 0.0), (["Who founded Velmora?"] * 2, 0.3)]
+    assert [r["answer"] for r in records] == ["Tobin Quarrel founded it, they say.",
+                                              "Velmora was founded by Tobin Quarrel."]
+    assert (counts["mixed"], counts["mixed_ungrounded"], counts["answers"]) == (1, 1, 2)
     with pytest.raises(UserError, match="synth.closed_book_share"):
         answer_questions(ChosenReplies(["x."]), {"town#0": PASSAGE}, questions[:1], 0.7, config, 0,
                          closed_book_share=0.3)

@@ -116,8 +116,9 @@ class SynthConfig:
     closed_book_share: float = field(
         default=0.0, metadata={"help": "the chance that a token of a training answer is drawn from the model without "
                                        "the passage in its prompt rather than with it (MixSD's mixed answers, "
-                                       "about 0.3 there; answers naming a name or number the passage does not are "
-                                       "dropped); needs the model in this process; 0: off, the paper's"})
+                                       "about 0.3 there; a mixed answer naming a name or number the passage does not "
+                                       "gives way to the expert's own); needs the model in this process; 0: off, "
+                                       "the paper's"})
     self_check_share: float = field(
         default=0.2, metadata={"help": "the share of each passage's questions held out from training for the "
                                        "self-check (selfcheck.py): questions_per_passage x share / (1 - share) more "

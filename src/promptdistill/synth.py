@@ -171,8 +171,10 @@ def answer_questions(
     (independent samples, a question's answers next to each other).
 
     With `closed_book_share` each token is drawn without the passage with that chance (MixSD's
-    mixed answers, ClosedBookMixBackend), and a mixed answer that names a name or number its
-    passage and question do not (`ungrounded`) is dropped: the closed-book side made it up.
+    mixed answers, ClosedBookMixBackend); a mixed answer that names a name or number its passage
+    and question do not (`ungrounded`: the closed-book side made it up) gives way to the expert's
+    own answer to the same prompt, which is the answer a run without mixing trains on, so that
+    the two runs differ only in the mixed answers kept.
 
     With `answer_length` "sentence" each answer ends at its first full sentence. An answer cut off
     at the length cap is trimmed to its last full sentence (the built-in model rambles past the
@@ -184,20 +186,26 @@ def answer_questions(
                for q in questions]
     stop = SENTENCE_ENDS if config.answer_length == "sentence" else ()
     sampling = Sampling(temperature, config.max_answer_tokens, config.top_p, stop, config.top_k)
-    if closed_book_share:
-        if not isinstance(backend, TransformersBackend):
-            raise UserError("synth.closed_book_share mixes the tokens of two prompts one at a time: it needs the "
-                            "model in this process, not a generation server (generation.server)")
-        backend = ClosedBookMixBackend(backend, closed_book_share,
-                                       {prompt: student_prompt(q["question"]) for prompt, q in zip(prompts, questions)})
-    replies = generate_all(
-        backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
-        groups=[q["passage_id"] for q in questions], description=f"answering at T={temperature}",
-    )
-    records = []
+    groups = [q["passage_id"] for q in questions]
+    if closed_book_share and not isinstance(backend, TransformersBackend):
+        raise UserError("synth.closed_book_share mixes the tokens of two prompts one at a time: it needs the "
+                        "model in this process, not a generation server (generation.server)")
+    replies = generate_all(backend, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
+                           groups=groups, description=f"answering at T={temperature}")
     counts = {"answers": 0, "trimmed": 0, "dropped_empty": 0, "dropped_unfinished": 0}
     if closed_book_share:
-        counts["dropped_ungrounded"] = 0
+        mixing = ClosedBookMixBackend(backend, closed_book_share,
+                                      {prompt: student_prompt(q["question"]) for prompt, q in zip(prompts, questions)})
+        mixed = generate_all(mixing, prompts, sampling, seed=seed, batch_size=config.batch_size, store=store,
+                             groups=groups, description=f"answering with closed-book tokens ({closed_book_share})")
+        counts |= {"mixed": 0, "mixed_ungrounded": 0}
+        for index, (question, answer) in enumerate(zip(questions, mixed)):
+            if ungrounded(answer, f"{passages[question['passage_id']].text} {question['question']}"):
+                counts["mixed_ungrounded"] += 1
+            else:
+                replies[index] = answer
+                counts["mixed"] += 1
+    records = []
     for question, answer in zip(questions, replies):
         if answer and backend.count_tokens(answer) >= config.max_answer_tokens - 1:
             answer = last_full_sentence(answer)
@@ -206,9 +214,6 @@ def answer_questions(
                 continue
         if not answer:
             counts["dropped_empty"] += 1
-            continue
-        if closed_book_share and ungrounded(answer, f"{passages[question['passage_id']].text} {question['question']}"):
-            counts["dropped_ungrounded"] += 1
             continue
         records.append({"question_id": question["id"], "answer": answer, "temperature": temperature})
     counts["answers"] = len(records)
