@@ -283,22 +283,26 @@ def chat_prompt(tokenizer, user_text: str) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def add_lora(model, train: TrainConfig):
-    """Wrap `model` in a fresh LoRA adapter on every linear layer; the output layer too with
+def lora_config(model, train: TrainConfig):
+    """The LoRA adapter's peft config: every linear layer; the output layer too with
     `train.lora_output_layer` (peft's "all-linear" leaves it out)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     targets = "all-linear"
     if train.lora_output_layer:
         targets = sorted({name.split(".")[-1] for name, module in model.named_modules()
                           if isinstance(module, torch.nn.Linear)})
-    lora = LoraConfig(
-        r=train.lora_rank, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
-        target_modules=targets, task_type="CAUSAL_LM",
-    )
+    return LoraConfig(r=train.lora_rank, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def add_lora(model, train: TrainConfig):
+    """Wrap `model` in a fresh LoRA adapter (lora_config)."""
+    from peft import get_peft_model
+
     with warnings.catch_warnings():  # peft warns about a tied output layer; merged_model unties it
         warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora_config(model, train))
 
 
 def cast_frozen_linears(model, dtype: torch.dtype) -> None:
