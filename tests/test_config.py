@@ -50,6 +50,7 @@ def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
     ("synth.top_p=1.5", r"synth.top_p must be in \(0, 1\]"),
     ("train.distill_ce_weight=-0.5", "train.distill_ce_weight must be >= 0, got -0.5"),
     ("synth.near_duplicate_overlap=1.5", r"synth.near_duplicate_overlap must be in \[0, 1\], got 1.5"),
+    ("synth.closed_book_share=-0.3", r"synth.closed_book_share must be in \[0, 1\], got -0.3"),
     ("synth.pd_answers_per_question=0", "synth.pd_answers_per_question must be > 0, got 0"),
     ("train.on_policy_share=1.5", r"train.on_policy_share must be in \[0, 1\], got 1.5"),
     ("train.online_support=mine", "train.online_support: unknown value 'mine'"),
@@ -63,6 +64,11 @@ def test_the_paper_preset_undoes_every_setting_of_the_built_in_models_preset():
 def test_bad_settings_name_the_setting(override, message):
     with pytest.raises(UserError, match=message):
         resolve_config(None, [override])
+
+
+def test_mixed_answers_refuse_a_generation_server_before_any_work():
+    with pytest.raises(UserError, match="synth.closed_book_share mixes two prompts' tokens one at a time"):
+        resolve_config(None, ["synth.closed_book_share=0.3", "generation.server_url=http://localhost:8000/v1"])
 
 
 def test_parse_override_types():

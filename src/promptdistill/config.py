@@ -416,6 +416,9 @@ class RunConfig:
         if self.train.teacher == "server" and not (self.generation.server_url or self.generation.server_command):
             raise UserError("train.teacher=server needs the run's server: generation.server_url or "
                             "generation.server_command")
+        if self.synth.closed_book_share and (self.generation.server_url or self.generation.server_command):
+            raise UserError("synth.closed_book_share mixes two prompts' tokens one at a time, which a generation "
+                            "server cannot: leave generation.server_url and generation.server_command empty")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
