@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from promptdistill.config import RunConfig
 from promptdistill.evaluate import evaluate_method, summarise
 from promptdistill.files import read_jsonl
 from promptdistill.generation import TransformersBackend
@@ -54,11 +55,10 @@ def sdft_dataset(run: RunDir, teacher_instruction: str):
         for q in questions])
 
 
-def train_sdft(run: RunDir, overrides: list[str], mode: str, alpha: float, top_k: int, output_dir: str):
+def train_sdft(run: RunDir, config: RunConfig, mode: str, alpha: float, top_k: int, output_dir: str):
     """(the trained PEFT model, its tokenizer, training seconds, the SDFT settings used)."""
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
-    config = run.load_config(overrides)
     train = config.train
     device = default_device()
     dtype, precision = training_precision(config.model, train.mixed_precision, device)
@@ -88,7 +88,7 @@ def measure(run_dir: Path, overrides: list[str], mode: str, alpha: float, top_k:
     run = RunDir(run_dir)
     config = run.load_config(overrides)
     with tempfile.TemporaryDirectory() as output_dir:
-        model, tokenizer, seconds, settings = train_sdft(run, overrides, mode, alpha, top_k, output_dir)
+        model, tokenizer, seconds, settings = train_sdft(run, config, mode, alpha, top_k, output_dir)
     tests = run.load_test_questions()
     backend = TransformersBackend(model, tokenizer, identity="trl-sdft")
     records = evaluate_method(backend, METHODS["pd"], tests, run.load_passages(), config.eval,
