@@ -9,9 +9,10 @@ import pytest
 from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 from promptdistill import cli, pipeline
-from promptdistill.compare import Variant, compare, parse_variant
+from promptdistill.compare import Variant, compare, method_pairs, parse_variant, pooled_kept, summary
+from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
-from promptdistill.files import path_digest, read_jsonl
+from promptdistill.files import path_digest, read_jsonl, write_jsonl
 from promptdistill.rundir import RunDir
 
 PD_STAGES = ["train-pd", "evaluate-pd", "self-check-pd", "retention-pd"]  # what a training setting reruns
@@ -115,6 +116,35 @@ def test_an_on_policy_variant_reports_the_seconds_spent_sampling(finished, ran):
     assert on_policy["sampling_seconds"] == pytest.approx(sum(epoch["sampling_seconds"] for epoch in metrics["epochs"]))
     assert 0 < on_policy["sampling_seconds"] < on_policy["train_seconds"]
     assert "sampling_seconds" not in results["run"]["pd"]
+
+
+def trained_by_hand(path, kept: list[bool]) -> RunDir:
+    """A run whose pd kept these general questions (g0, g1, ...), trained in 10 seconds."""
+    run = RunDir(path)
+    write_jsonl(run.retention("pd"), [{"id": f"g{index}", "correct": value} for index, value in enumerate(kept)])
+    write_jsonl(run.retention("pd.drift"), [{"prompt": "hi", "kl": 0.5}])
+    for file, content in ((run.manifest("train-pd"), {"seconds": 10}),
+                          (run.adapter_dir("pd") / "metrics.json", {"epochs": [{"seconds": 10}]})):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(content))
+    return run
+
+
+def test_retention_is_paired_with_the_run_and_between_methods(tmp_path):
+    config = RunConfig()
+    reference = {0: trained_by_hand(tmp_path / "run", [True, True, True, False])}
+    variant = {0: trained_by_hand(tmp_path / "variant", [True, False, False, True])}
+    kept, reference_kept = pooled_kept(variant, "pd"), pooled_kept(reference, "pd")
+    assert kept == {"0/g0": 1.0, "0/g1": 0.0, "0/g2": 0.0, "0/g3": 1.0}
+    graded = {"0/q0": {"question": "Q?", "contains": 1}}
+    result = summary(variant, graded, kept, graded, reference_kept, "pd", config)
+    assert result["retention"]["mean"] == 50
+    # per question: 0, -100, -100, +100 points
+    assert result["retention_vs_run"]["difference"] == -25 and result["retention_vs_run"]["questions"] == 4
+    assert "retention_vs_run" not in summary(reference, graded, reference_kept, None, None, "pd", config)
+    pairs = method_pairs({"pd": graded, "sft": graded}, {"pd": kept, "sft": reference_kept}, config)
+    assert pairs["pd - sft"]["difference"] == 0 and pairs["retention: pd - sft"]["difference"] == -25
+    assert pooled_kept({0: RunDir(tmp_path / "untrained")}, "pd") is None
 
 
 def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811

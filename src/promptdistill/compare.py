@@ -17,8 +17,9 @@ that variant's stages alone.
 Methods are evaluated on the run's test questions or, without them, on the self-check's (paired
 only where a variant's held-out question is the reference's own). Per variant and method, over
 every draw's questions at once: accuracy with a 95% interval (and each draw's own), the paired
-difference to the run with its interval, retention and drift (retention.py), and training
-seconds; within each variant, the report's differences between methods (pd - sft, ...), paired.
+difference to the run with its interval, retention (retention.py) with its paired difference to
+the run's, drift, and training seconds; within each variant, the report's differences between
+methods (pd - sft, ...) and between trained methods' retention, paired.
 RUN/compare/compare.json holds the table; RUN/compare/accuracy_vs_seconds.png and
 accuracy_vs_retention.png plot it.
 """
@@ -119,11 +120,14 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
     # every variant's graded replies, read once: the run's are paired with each variant's
     graded = {name: {method: pooled(runs, method, question_set) for method in chosen_methods}
               for name, runs in evaluated.items()}
-    results = {name: {method: summary(runs, graded[name][method],
-                                      None if name == REFERENCE else graded[REFERENCE][method], method, config)
+    kept = {name: {method: pooled_kept(runs, method) for method in chosen_methods if methods.METHODS[method].training}
+            for name, runs in evaluated.items()}
+    results = {name: {method: summary(runs, graded[name][method], kept[name].get(method),
+                                      None if name == REFERENCE else graded[REFERENCE][method],
+                                      None if name == REFERENCE else kept[REFERENCE].get(method), method, config)
                       for method in chosen_methods}
                for name, runs in evaluated.items()}
-    pairs = {name: method_pairs(graded[name], config) for name in evaluated}
+    pairs = {name: method_pairs(graded[name], kept[name], config) for name in evaluated}
     out = run.path / "compare"
     settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
     write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set, "settings": settings,
@@ -132,13 +136,18 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
     return table(results, seeds, question_set) + pairs_text(pairs)
 
 
-def method_pairs(graded: dict[str, dict[str, dict]], config: RunConfig) -> dict:
+def method_pairs(graded: dict[str, dict[str, dict]], kept: dict[str, dict | None], config: RunConfig) -> dict:
     """The report's differences between methods (pd - sft, ...) within one variant, paired over
-    every draw's questions (`graded`: each method's pooled replies)."""
+    every draw's questions (`graded`: each method's pooled replies), and between trained methods
+    their retention's ("retention: pd - sft", over the general questions; `kept`: pooled_kept's)."""
+    resamples = config.eval.bootstrap_resamples
     grades = {method: {key: record["contains"] for key, record in records.items()}
               for method, records in graded.items()}
-    return {f"{first} - {second}": paired(grades[first], grades[second], config.eval.bootstrap_resamples, config.seed)
-            for first, second in PAIRS if first in grades and second in grades}
+    differences = {f"{first} - {second}": paired(grades[first], grades[second], resamples, config.seed)
+                   for first, second in PAIRS if first in grades and second in grades}
+    differences.update({f"retention: {first} - {second}": paired(kept[first], kept[second], resamples, config.seed)
+                        for first, second in PAIRS if kept.get(first) and kept.get(second)})
+    return differences
 
 
 def pairs_text(pairs: dict[str, dict]) -> str:
@@ -147,11 +156,13 @@ def pairs_text(pairs: dict[str, dict]) -> str:
     return "\n\nwithin each variant, paired:\n" + "\n".join(lines) if lines else ""
 
 
-def summary(runs: dict[int, RunDir], graded: dict[str, dict], reference: dict[str, dict] | None, method: str,
+def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, float] | None,
+            reference: dict[str, dict] | None, reference_kept: dict[str, float] | None, method: str,
             config: RunConfig) -> dict:
-    """One method of one variant over every draw (`graded`: its pooled replies): accuracy (pooled,
-    and each draw's), the paired difference to the run's replies (`reference`; None for the run
-    itself), retention, drift and training seconds (on-policy: and the sampling's among them)."""
+    """One method of one variant over every draw (`graded`: its pooled replies; `kept`: its pooled
+    retention): accuracy (pooled, and each draw's), the paired difference to the run's replies
+    (`reference`; None for the run itself), retention with its paired difference to the run's
+    (`reference_kept`), drift and training seconds (on-policy: and the sampling's among them)."""
     resamples = config.eval.bootstrap_resamples
     grades = {key: record["contains"] for key, record in graded.items()}
     result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
@@ -171,11 +182,14 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], reference: dict[st
             (run.adapter_dir(method) / "metrics.json").read_text())["epochs"]) for run in runs.values()]
         if any(sampling):  # on-policy training: of its seconds, those spent sampling the student's answers
             result["sampling_seconds"] = sum(sampling) / len(runs)
-        if all(run.retention(method).is_file() for run in runs.values()):
-            kept = [100 * value for run in runs.values() for value in retention.kept_by_question(run, method).values()]
+        if kept is not None:
             drift = [record["kl"] for run in runs.values() for record in read_jsonl(run.retention(f"{method}.drift"))]
-            result["retention"] = mean_interval(kept, resamples) if kept else None
+            result["retention"] = mean_interval([100 * value for value in kept.values()], resamples) if kept else None
             result["drift"] = mean_interval(drift, resamples)
+            shared = [key for key in kept if key in (reference_kept or {})]
+            if shared:
+                result["retention_vs_run"] = paired({key: kept[key] for key in shared}, {
+                    key: reference_kept[key] for key in shared}, resamples, config.seed)
     return result
 
 
@@ -183,6 +197,15 @@ def pooled(runs: dict[int, RunDir], method: str, question_set: str) -> dict[str,
     """Every draw's graded replies of a method, keyed SEED/QUESTION_ID."""
     return {f"{seed}/{record['id']}": record for seed, run in runs.items()
             for record in read_jsonl(run.eval(method, question_set))}
+
+
+def pooled_kept(runs: dict[int, RunDir], method: str) -> dict[str, float] | None:
+    """Every draw's retention of a trained method, 1/0 per general question keyed SEED/QUESTION_ID;
+    None until every draw has checked it."""
+    if not all(run.retention(method).is_file() for run in runs.values()):
+        return None
+    return {f"{seed}/{key}": value for seed, run in runs.items()
+            for key, value in retention.kept_by_question(run, method).items()}
 
 
 def mean_interval(values: list[float], resamples: int) -> dict:
@@ -196,14 +219,15 @@ def table(results: dict[str, dict[str, dict]], seeds: list[int], question_set: s
     lines = [f"compare: containment on {questions} {kind}, over {len(seeds)} draw(s) (seeds "
              f"{', '.join(map(str, seeds))}); differences paired over the same questions",
              f"{'variant':<24} {'method':<10} {'accuracy [95%]':>16} {'by draw':>12} {'vs run [95%]':>18} "
-             f"{'retention [95%]':>16} {'drift':>7} {'train s':>8}"]
+             f"{'retention [95%]':>16} {'kept vs run [95%]':>18} {'drift':>7} {'train s':>8}"]
     for name, by_method in results.items():
         for method, result in by_method.items():
-            retention_cell = result.get("retention")
+            retention_cell, kept_cell = result.get("retention"), result.get("retention_vs_run")
             by_draw = "/".join(f"{value:.0f}" for value in result["by_draw"].values())
             lines.append(f"{name[:24]:<24} {method:<10} {interval_text(result['accuracy'], ''):>16} {by_draw:>12} "
                          f"{interval_text(result['vs_run'], '+') if 'vs_run' in result else '':>18} "
                          f"{interval_text(retention_cell, '') if retention_cell else '':>16} "
+                         f"{interval_text(kept_cell, '+') if kept_cell else '':>18} "
                          f"{format(result['drift']['mean'], '.3f') if 'drift' in result else '':>7} "
                          f"{format(result['train_seconds'], '.0f') if 'train_seconds' in result else '':>8}")
     return "\n".join(lines)
