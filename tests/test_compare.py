@@ -9,7 +9,7 @@ import pytest
 from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 from promptdistill import cli, pipeline
-from promptdistill.compare import Variant, compare, method_pairs, parse_variant, pooled_kept, summary
+from promptdistill.compare import Variant, compare, method_pairs, parse_variant, points, pooled_kept, summary
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
 from promptdistill.files import path_digest, read_jsonl, write_jsonl
@@ -145,6 +145,23 @@ def test_retention_is_paired_with_the_run_and_between_methods(tmp_path):
     pairs = method_pairs({"pd": graded, "sft": graded}, {"pd": kept, "sft": reference_kept}, config)
     assert pairs["pd - sft"]["difference"] == 0 and pairs["retention: pd - sft"]["difference"] == -25
     assert pooled_kept({0: RunDir(tmp_path / "untrained")}, "pd") is None
+
+
+def test_the_plots_draw_a_variants_reused_training_once(tmp_path):
+    def result(seconds, accuracy, kept):
+        return {"train_seconds": seconds, "accuracy": {"mean": accuracy, "interval": [accuracy - 5, accuracy + 5]},
+                "retention": {"mean": kept, "interval": [kept - 5, kept + 5]}}
+
+    untrained = {"accuracy": {"mean": 0, "interval": [0, 0]}}
+    results = {"run": {"base": untrained, "sft": result(300, 40, 60), "pd": result(340, 36, 59)},
+               # the variant changed pd's training only: its sft is the run's own, drawn once
+               "on-policy": {"base": untrained, "sft": result(300, 40, 60), "pd": result(2000, 40, 73)}}
+    assert [(variant, method, x) for variant, method, x, _ in points(results, "train_seconds")] == [
+        ("run", "sft", 300), ("run", "pd", 340), ("on-policy", "pd", 2000)]
+    assert [(variant, method, x) for variant, method, x, _ in points(results, "retention")] == [
+        ("run", "sft", 60), ("run", "pd", 59), ("on-policy", "pd", 73)]
+    results["on-policy"]["sft"] = result(300, 38, 60)  # same seconds, another accuracy: a point of its own
+    assert ("on-policy", "sft", 300) in [point[:3] for point in points(results, "train_seconds")]
 
 
 def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811

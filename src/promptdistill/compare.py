@@ -240,28 +240,42 @@ def interval_text(value: dict, sign: str) -> str:
     return f"{middle:{sign}.0f} [{low:{sign}.0f}, {high:{sign}.0f}]"
 
 
+def points(results: dict[str, dict[str, dict]], x_key: str) -> list[tuple[str, str, float, dict]]:
+    """(variant, method, x, accuracy) of every trained method with an `x_key` ("train_seconds" or
+    "retention"); a variant's point that is the run's own (its training reused) is left to the run."""
+    found = []
+    for variant, by_method in results.items():
+        for method, result in by_method.items():
+            run_own = results[REFERENCE].get(method, {})
+            if result.get(x_key) is None or variant != REFERENCE and all(
+                    result.get(key) == run_own.get(key) for key in (x_key, "accuracy")):
+                continue
+            x = result[x_key] if x_key == "train_seconds" else result[x_key]["mean"]
+            found.append((variant, method, x, result["accuracy"]))
+    return found
+
+
 def plot(results: dict[str, dict[str, dict]], out: Path) -> None:
-    """Accuracy against training seconds, and against retention: a point per variant and trained method."""
+    """Accuracy against training seconds, and against retention: a point for each of `points`, a
+    colour per variant and a marker per method, named in a legend beside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = dict(zip(results, plt.get_cmap("tab10").colors * 2))
+    markers = dict(zip(sorted({method for by_method in results.values() for method in by_method}), "osD^vP*X"))
     for x_key, label, name in (("train_seconds", "training seconds (mean over draws)", "accuracy_vs_seconds"),
                                ("retention", "retention: general questions kept, %", "accuracy_vs_retention")):
-        figure, axis = plt.subplots(figsize=(6.5, 4.2))
-        for variant, by_method in results.items():
-            for method, result in by_method.items():
-                if result.get(x_key) is None:
-                    continue
-                x = result[x_key] if x_key == "train_seconds" else result[x_key]["mean"]
-                low, high = result["accuracy"]["interval"]
-                y = result["accuracy"]["mean"]
-                axis.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
-                axis.annotate(f"{variant}, {method}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        figure, axis = plt.subplots(figsize=(9, 4.2))
+        for variant, method, x, accuracy in points(results, x_key):
+            y, (low, high) = accuracy["mean"], accuracy["interval"]
+            axis.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt=markers.get(method, "o"), capsize=3,
+                          color=colours[variant], label=f"{variant}, {method}")
         axis.set_xlabel(label)
         axis.set_ylabel("accuracy (contains), %")
         axis.set_title("Each variant and method, with 95% intervals")
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
         figure.tight_layout()
         temporary = out / f".{name}.tmp.png"
         figure.savefig(temporary, dpi=120)
