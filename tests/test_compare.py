@@ -9,7 +9,8 @@ import pytest
 from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 from promptdistill import cli, pipeline
-from promptdistill.compare import Variant, compare, method_pairs, parse_variant, points, pooled_kept, summary
+from promptdistill.compare import (Variant, compare, method_pairs, parse_variant, plot, points, pooled_kept,
+                                   summary)
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
 from promptdistill.files import path_digest, read_jsonl, write_jsonl
@@ -162,6 +163,10 @@ def test_the_plots_draw_a_variants_reused_training_once(tmp_path):
         ("run", "sft", 60), ("run", "pd", 59), ("on-policy", "pd", 73)]
     results["on-policy"]["sft"] = result(300, 38, 60)  # same seconds, another accuracy: a point of its own
     assert ("on-policy", "sft", 300) in [point[:3] for point in points(results, "train_seconds")]
+    # more variants than the palette has colours: each still drawn
+    results.update({f"lr {index}": {"pd": result(400 + index, 30, 60)} for index in range(25)})
+    plot(results, tmp_path)
+    assert (tmp_path / "accuracy_vs_seconds.png").is_file() and (tmp_path / "accuracy_vs_retention.png").is_file()
 
 
 def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811

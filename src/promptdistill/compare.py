@@ -26,6 +26,7 @@ accuracy_vs_retention.png plot it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -263,7 +264,7 @@ def plot(results: dict[str, dict[str, dict]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = dict(zip(results, plt.get_cmap("tab10").colors * 2))
+    colours = dict(zip(results, itertools.cycle(plt.get_cmap("tab10").colors)))  # any number of variants
     markers = dict(zip(sorted({method for by_method in results.values() for method in by_method}), "osD^vP*X"))
     for x_key, label, name in (("train_seconds", "training seconds (mean over draws)", "accuracy_vs_seconds"),
                                ("retention", "retention: general questions kept, %", "accuracy_vs_retention")):
