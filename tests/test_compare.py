@@ -9,8 +9,8 @@ import pytest
 from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 from promptdistill import cli, pipeline
-from promptdistill.compare import (Variant, compare, method_pairs, parse_variant, plot, points, pooled_kept,
-                                   summary)
+from promptdistill.compare import (Variant, compare, method_pairs, pairs_with_run, parse_variant, plot, points,
+                                   pooled_kept, summary)
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
 from promptdistill.files import path_digest, read_jsonl, write_jsonl
@@ -62,7 +62,8 @@ def test_variants_share_every_stage_they_leave_alone_and_pair_with_the_run(finis
                                for record in read_jsonl(draw.eval(method))} for method in ("pd", "base"))
     assert results["pairs"]["run"]["pd - base"]["difference"] == pytest.approx(
         100 * sum(pd_grades[key] - base_grades[key] for key in pd_grades) / len(pd_grades))
-    assert "within each variant, paired:\nrun: pd - base" in table
+    assert "within each variant, and against the run's methods, paired:\nrun: pd - base" in table
+    assert set(results["pairs"]["fast"]) == {"pd - base"}  # its base is the run's: no second "of the run"
     for seed, draw in references:
         graded = read_jsonl(draw.eval("pd"))
         assert reference["by_draw"][str(seed)] == 100 * sum(record["contains"] for record in graded) / len(graded)
@@ -148,6 +149,30 @@ def test_retention_is_paired_with_the_run_and_between_methods(tmp_path):
     assert pooled_kept({0: RunDir(tmp_path / "untrained")}, "pd") is None
 
 
+def test_a_variant_that_retrains_sft_too_is_paired_with_the_runs_sft():
+    config = RunConfig()
+
+    def graded(*contains):
+        return {f"0/q{index}": {"question": f"Q{index}?", "contains": value} for index, value in enumerate(contains)}
+
+    variant = {"pd": graded(1, 1, 1, 0), "sft": graded(0, 0, 1, 0)}  # both trained 30 epochs, say
+    run = {"pd": graded(1, 0, 0, 0), "sft": graded(1, 0, 1, 0)}
+    run["sft"]["0/q3"]["question"] = "another question?"  # a self-check question the run drew otherwise
+    kept, run_kept = {"pd": {"0/g0": 1.0, "0/g1": 1.0}, "sft": {"0/g0": 0.0, "0/g1": 0.0}}, \
+        {"pd": {"0/g0": 1.0, "0/g1": 0.0}, "sft": {"0/g0": 1.0, "0/g1": 0.0}}
+    own = method_pairs(variant, kept, config)
+    assert own["pd - sft"]["difference"] == 50 and own["retention: pd - sft"]["difference"] == 100
+    with_run = pairs_with_run(variant, kept, run, run_kept, own, config)
+    # q0..q2 only: 1-1, 1-0, 1-1 points per question; retention 1-1, 1-0
+    assert with_run["pd - sft of the run"]["difference"] == pytest.approx(100 / 3)
+    assert with_run["pd - sft of the run"]["questions"] == 3
+    assert with_run["retention: pd - sft of the run"]["difference"] == 50
+    # a variant that changes pd alone links the run's sft: nothing "of the run" is new
+    unchanged = {"pd": variant["pd"], "sft": graded(1, 0, 1, 0)}, {"pd": kept["pd"], "sft": run_kept["sft"]}
+    run_unchanged = {"pd": run["pd"], "sft": unchanged[0]["sft"]}
+    assert pairs_with_run(*unchanged, run_unchanged, run_kept, method_pairs(*unchanged, config), config) == {}
+
+
 def test_the_plots_draw_a_variants_reused_training_once(tmp_path):
     def result(seconds, accuracy, kept):
         return {"train_seconds": seconds, "accuracy": {"mean": accuracy, "interval": [accuracy - 5, accuracy + 5]},
@@ -171,8 +196,8 @@ def test_the_plots_draw_a_variants_reused_training_once(tmp_path):
 
 def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran):  # noqa: F811
     run, _ = finished
-    monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "fast:train.learning_rate=0.02",
-                                      "--methods", "pd"])
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path),
+                                      "--variant", "fast:train.learning_rate=0.02", "--methods", "pd"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 0

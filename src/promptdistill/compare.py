@@ -19,7 +19,9 @@ only where a variant's held-out question is the reference's own). Per variant an
 every draw's questions at once: accuracy with a 95% interval (and each draw's own), the paired
 difference to the run with its interval, retention (retention.py) with its paired difference to
 the run's, drift, and training seconds; within each variant, the report's differences between
-methods (pd - sft, ...) and between trained methods' retention, paired.
+methods (pd - sft, ...) and between trained methods' retention, paired; and a variant's method
+against the run's other one where that is not the variant's own ("pd - sft of the run": a variant
+that retrains sft too).
 RUN/compare/compare.json holds the table; RUN/compare/accuracy_vs_seconds.png and
 accuracy_vs_retention.png plot it.
 """
@@ -129,6 +131,9 @@ def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list
                       for method in chosen_methods}
                for name, runs in evaluated.items()}
     pairs = {name: method_pairs(graded[name], kept[name], config) for name in evaluated}
+    for name in (name for name in evaluated if name != REFERENCE):
+        pairs[name].update(pairs_with_run(graded[name], kept[name], graded[REFERENCE], kept[REFERENCE], pairs[name],
+                                          config))
     out = run.path / "compare"
     settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
     write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set, "settings": settings,
@@ -151,10 +156,39 @@ def method_pairs(graded: dict[str, dict[str, dict]], kept: dict[str, dict | None
     return differences
 
 
+def pairs_with_run(graded: dict[str, dict[str, dict]], kept: dict[str, dict | None],
+                   reference_graded: dict[str, dict[str, dict]], reference_kept: dict[str, dict | None],
+                   own_pairs: dict[str, dict], config: RunConfig) -> dict:
+    """A variant's methods against the run's other methods ("pd - sft of the run": pd trained 30
+    epochs against the sft the run trained in 5), paired over the questions both replied to, and
+    their retention's; a pair equal to the variant's own (its sft is the run's) is not repeated."""
+    resamples = config.eval.bootstrap_resamples
+    found = {}
+    for first, second in PAIRS:
+        if first in graded and second in reference_graded:
+            shared = same_questions(graded[first], reference_graded[second])
+            if shared:
+                found[f"{first} - {second} of the run"] = paired(
+                    {key: graded[first][key]["contains"] for key in shared},
+                    {key: reference_graded[second][key]["contains"] for key in shared}, resamples, config.seed)
+        if kept.get(first) and reference_kept.get(second):
+            shared = [key for key in kept[first] if key in reference_kept[second]]
+            found[f"retention: {first} - {second} of the run"] = paired(
+                {key: kept[first][key] for key in shared}, {key: reference_kept[second][key] for key in shared},
+                resamples, config.seed)
+    return {name: value for name, value in found.items() if value != own_pairs.get(name.removesuffix(" of the run"))}
+
+
+def same_questions(graded: dict[str, dict], reference: dict[str, dict]) -> list[str]:
+    """The keys of `graded` that `reference` replied to with the same question (a variant's
+    self-check question can differ from the run's)."""
+    return [key for key in graded if key in reference and reference[key]["question"] == graded[key]["question"]]
+
+
 def pairs_text(pairs: dict[str, dict]) -> str:
     lines = [f"{name}: " + "; ".join(f"{pair} {interval_text(value, '+')}" for pair, value in found.items())
              for name, found in pairs.items() if found]
-    return "\n\nwithin each variant, paired:\n" + "\n".join(lines) if lines else ""
+    return "\n\nwithin each variant, and against the run's methods, paired:\n" + "\n".join(lines) if lines else ""
 
 
 def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, float] | None,
@@ -172,7 +206,7 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, fl
         own = [100 * value for key, value in grades.items() if key.startswith(f"{seed}/")]
         result["by_draw"][str(seed)] = sum(own) / len(own)
     if reference is not None:
-        shared = [key for key in graded if key in reference and reference[key]["question"] == graded[key]["question"]]
+        shared = same_questions(graded, reference)
         if shared:
             result["vs_run"] = paired({key: grades[key] for key in shared},
                                       {key: reference[key]["contains"] for key in shared}, resamples, config.seed)
