@@ -3,14 +3,15 @@ a run of its own, and the table pairs every variant with the run."""
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
 from test_pipeline import ran, settings, write_inputs  # noqa: F401 (ran: a fixture)
 
 from promptdistill import cli, pipeline
-from promptdistill.compare import (Variant, compare, method_pairs, pairs_with_run, parse_variant, plot, points,
-                                   pooled_kept, summary)
+from promptdistill.compare import (Variant, compare, draw_record, method_pairs, pairs_with_run, parse_variant, plot,
+                                   points, pooled, pooled_kept, summary)
 from promptdistill.config import RunConfig
 from promptdistill.errors import UserError
 from promptdistill.files import path_digest, read_jsonl, write_jsonl
@@ -80,6 +81,38 @@ def test_variants_share_every_stage_they_leave_alone_and_pair_with_the_run(finis
     assert (run.path / "compare" / "seed-1" / "two-epochs" / "config.yaml").is_file()
 
 
+def test_draws_kept_in_an_earlier_compare_json_pool_as_if_their_run_folders_were_still_there(finished, tmp_path,
+                                                                                              ran):  # noqa: F811
+    run, config = finished
+    fast = [parse_variant("fast:train.learning_rate=0.02")]
+    both = compare(run, config, fast, seeds=[0, 1], chosen_methods=["pd"])
+    saved = tmp_path / "earlier.json"
+    shutil.copy(run.path / "compare" / "compare.json", saved)
+    whole = json.loads(saved.read_text())
+    assert set(whole["draws"]["fast"]["pd"]) == {"0", "1"}
+    assert whole["draws"]["run"]["pd"]["1"]["replies"] == {
+        record["id"]: {"question": record["question"], "contains": record["contains"]}
+        for record in read_jsonl(RunDir(run.path / "compare" / "seed-1" / "run").eval("pd"))}
+    shutil.rmtree(run.path / "compare" / "seed-1")  # the second draw's folders lost, its numbers kept
+    ran.clear()
+    again = compare(run, config, fast, seeds=[0], chosen_methods=["pd"], earlier=[saved])
+    assert ran == []  # seed 0 is done, seed 1 comes from the file
+    assert again == both
+    assert json.loads((run.path / "compare" / "compare.json").read_text()) == whole
+
+    def refused(match, **changes):
+        saved.write_text(json.dumps({**whole, **changes}))
+        with pytest.raises(UserError, match=match):
+            compare(run, config, fast, seeds=[0], chosen_methods=["pd"], earlier=[saved])
+
+    refused("it has no 'fast' with", settings={**whole["settings"], "fast": ["train.learning_rate=0.03"]})
+    refused("it keeps no draws", draws=None)
+    other = json.loads(json.dumps(whole["draws"]))
+    next(iter(other["run"]["pd"]["1"]["replies"].values()))["question"] = "Another corpus's question?"
+    refused("its test questions are not this run's", draws=other)
+    assert ran == []
+
+
 def test_a_data_scale_variant_trains_on_the_first_questions_of_each_passage_with_the_same_answers(finished, ran):  # noqa: F811
     run, config = finished
     compare(run, config, [parse_variant("one question:train.questions_per_passage=1")], seeds=[0])
@@ -121,8 +154,10 @@ def test_an_on_policy_variant_reports_the_seconds_spent_sampling(finished, ran):
 
 
 def trained_by_hand(path, kept: list[bool]) -> RunDir:
-    """A run whose pd kept these general questions (g0, g1, ...), trained in 10 seconds."""
+    """A run whose pd answered one test question right, kept these general questions (g0, g1, ...),
+    trained in 10 seconds."""
     run = RunDir(path)
+    write_jsonl(run.eval("pd"), [{"id": "q0", "question": "Q?", "reply": "yes", "contains": 1}])
     write_jsonl(run.retention("pd"), [{"id": f"g{index}", "correct": value} for index, value in enumerate(kept)])
     write_jsonl(run.retention("pd.drift"), [{"prompt": "hi", "kl": 0.5}])
     for file, content in ((run.manifest("train-pd"), {"seconds": 10}),
@@ -134,19 +169,23 @@ def trained_by_hand(path, kept: list[bool]) -> RunDir:
 
 def test_retention_is_paired_with_the_run_and_between_methods(tmp_path):
     config = RunConfig()
-    reference = {0: trained_by_hand(tmp_path / "run", [True, True, True, False])}
-    variant = {0: trained_by_hand(tmp_path / "variant", [True, False, False, True])}
-    kept, reference_kept = pooled_kept(variant, "pd"), pooled_kept(reference, "pd")
+    reference = {"0": draw_record(trained_by_hand(tmp_path / "run", [True, True, True, False]), "pd", "test")}
+    variant = {"0": draw_record(trained_by_hand(tmp_path / "variant", [True, False, False, True]), "pd", "test")}
+    kept, reference_kept = pooled_kept(variant), pooled_kept(reference)
     assert kept == {"0/g0": 1.0, "0/g1": 0.0, "0/g2": 0.0, "0/g3": 1.0}
-    graded = {"0/q0": {"question": "Q?", "contains": 1}}
+    graded = pooled(variant)
+    assert graded == {"0/q0": {"question": "Q?", "contains": 1}}
     result = summary(variant, graded, kept, graded, reference_kept, "pd", config)
+    assert result["train_seconds"] == 10 and result["drift"]["mean"] == 0.5 and "sampling_seconds" not in result
     assert result["retention"]["mean"] == 50
     # per question: 0, -100, -100, +100 points
     assert result["retention_vs_run"]["difference"] == -25 and result["retention_vs_run"]["questions"] == 4
     assert "retention_vs_run" not in summary(reference, graded, reference_kept, None, None, "pd", config)
     pairs = method_pairs({"pd": graded, "sft": graded}, {"pd": kept, "sft": reference_kept}, config)
     assert pairs["pd - sft"]["difference"] == 0 and pairs["retention: pd - sft"]["difference"] == -25
-    assert pooled_kept({0: RunDir(tmp_path / "untrained")}, "pd") is None
+    untrained = trained_by_hand(tmp_path / "unchecked", [])
+    untrained.retention("pd").unlink()
+    assert pooled_kept({**variant, "1": draw_record(untrained, "pd", "test")}) is None  # a draw not yet checked
 
 
 def test_a_variant_that_retrains_sft_too_is_paired_with_the_runs_sft():
@@ -210,4 +249,10 @@ def test_the_command_line_prints_the_table(finished, monkeypatch, capsys, ran): 
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2 and "--methods: sft not among the run's (base, pd)" in capsys.readouterr().err
+    missing = run.path / "missing.json"
+    monkeypatch.setattr(sys, "argv", ["promptdistill", "compare", str(run.path), "--variant", "x:train.epochs=1",
+                                      "--methods", "pd", "--draws-from", str(missing)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2 and f"--draws-from {missing}: cannot read" in capsys.readouterr().err
 

@@ -371,6 +371,9 @@ def compare(
                                       '"3 epochs:train.epochs=3"; each is compared with the run itself'),
     seeds: Optional[str] = typer.Option(None, help="comma-separated draws, e.g. 0,1,2 (default: the run's own seed)"),
     methods: Optional[str] = typer.Option(None, help="some of the run's methods (default: all of them)"),
+    draws_from: Optional[list[Path]] = typer.Option(
+        None, "--draws-from", metavar="FILE",
+        help="a copy of an earlier compare.json of this run and variants: its draws pooled with these (repeatable)"),
 ) -> None:
     """Variants of a run's settings side by side over several draws: accuracy, paired differences,
     retention, drift and training seconds. Variants share every finished stage they leave alone."""
@@ -386,7 +389,8 @@ def compare(
         unknown = [name for name in chosen or [] if name not in run_config.methods]
         if unknown:
             raise UserError(f"--methods: {', '.join(unknown)} not among the run's ({', '.join(run_config.methods)})")
-        table = compare_variants(run, run_config, [parse_variant(text) for text in variant], draws, chosen)
+        table = compare_variants(run, run_config, [parse_variant(text) for text in variant], draws, chosen,
+                                 draws_from or [])
     print(table)
     console.print(f"\ncomparison: {run_dir / 'compare' / 'compare.json'}  plots: "
                   f"{run_dir / 'compare' / 'accuracy_vs_seconds.png'}, accuracy_vs_retention.png")

@@ -22,8 +22,11 @@ the run's, drift, and training seconds; within each variant, the report's differ
 methods (pd - sft, ...) and between trained methods' retention, paired; and a variant's method
 against the run's other one where that is not the variant's own ("pd - sft of the run": a variant
 that retrains sft too).
-RUN/compare/compare.json holds the table; RUN/compare/accuracy_vs_seconds.png and
-accuracy_vs_retention.png plot it.
+RUN/compare/compare.json holds the table, and under "draws" what each draw of each variant and
+method gave (graded replies, retention and drift per general question, seconds): enough to pool
+those draws with later ones once their run folders are gone (`earlier`: `--draws-from FILE`, a
+copy of an earlier compare.json of the same run and variants; a draw run now replaces the file's
+of the same seed). RUN/compare/accuracy_vs_seconds.png and accuracy_vs_retention.png plot it.
 """
 
 from __future__ import annotations
@@ -111,35 +114,89 @@ def draws(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[i
 
 
 def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[int],
-            chosen_methods: list[str] | None = None) -> str:
-    """Run every draw of every variant (finished stages are skipped), then write the comparison;
-    returns its table. `chosen_methods`: the run's methods, or some of them."""
+            chosen_methods: list[str] | None = None, earlier: list[Path] = ()) -> str:
+    """Run every draw of every variant (finished stages are skipped), pool them with the draws of
+    `earlier` compare.json files, then write the comparison; returns its table. `chosen_methods`:
+    the run's methods, or some of them."""
     chosen_methods = chosen_methods or config.methods
     question_set = "test" if run.has_questions("test") else "self-check"
-    evaluated: dict[str, dict[int, RunDir]] = {}
+    settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
+    found = {name: {method: {} for method in chosen_methods} for name in settings}  # variant -> method -> seed -> draw
+    for path in earlier:  # checked before any work
+        for name, by_method in earlier_draws(path, settings, question_set, chosen_methods, run).items():
+            for method, by_seed in by_method.items():
+                found[name][method].update(by_seed)
     for seed, name, variant_run, variant_config in draws(run, config, variants, seeds, chosen_methods):
         pipeline.run_all(variant_run, variant_config)
-        evaluated.setdefault(name, {})[seed] = variant_run
-    # every variant's graded replies, read once: the run's are paired with each variant's
-    graded = {name: {method: pooled(runs, method, question_set) for method in chosen_methods}
-              for name, runs in evaluated.items()}
-    kept = {name: {method: pooled_kept(runs, method) for method in chosen_methods if methods.METHODS[method].training}
-            for name, runs in evaluated.items()}
-    results = {name: {method: summary(runs, graded[name][method], kept[name].get(method),
+        for method in chosen_methods:
+            found[name][method][str(seed)] = draw_record(variant_run, method, question_set)
+    every_seed = sorted({int(seed) for seed in found[REFERENCE][chosen_methods[0]]})
+    found = {name: {method: {str(seed): by_seed[str(seed)] for seed in every_seed}
+                    for method, by_seed in by_method.items()} for name, by_method in found.items()}
+    # every variant's graded replies, pooled once: the run's are paired with each variant's
+    graded = {name: {method: pooled(by_seed) for method, by_seed in by_method.items()}
+              for name, by_method in found.items()}
+    kept = {name: {method: pooled_kept(by_seed) for method, by_seed in by_method.items()
+                   if methods.METHODS[method].training} for name, by_method in found.items()}
+    results = {name: {method: summary(by_seed, graded[name][method], kept[name].get(method),
                                       None if name == REFERENCE else graded[REFERENCE][method],
                                       None if name == REFERENCE else kept[REFERENCE].get(method), method, config)
-                      for method in chosen_methods}
-               for name, runs in evaluated.items()}
-    pairs = {name: method_pairs(graded[name], kept[name], config) for name in evaluated}
-    for name in (name for name in evaluated if name != REFERENCE):
+                      for method, by_seed in by_method.items()}
+               for name, by_method in found.items()}
+    pairs = {name: method_pairs(graded[name], kept[name], config) for name in found}
+    for name in (name for name in found if name != REFERENCE):
         pairs[name].update(pairs_with_run(graded[name], kept[name], graded[REFERENCE], kept[REFERENCE], pairs[name],
                                           config))
     out = run.path / "compare"
-    settings = {REFERENCE: [], **{variant.name: list(variant.overrides) for variant in variants}}
-    write_atomic(out / "compare.json", json.dumps({"seeds": seeds, "question_set": question_set, "settings": settings,
-                                                    "results": results, "pairs": pairs}, indent=2) + "\n")
+    write_atomic(out / "compare.json", json.dumps({"seeds": every_seed, "question_set": question_set,
+                                                    "settings": settings, "results": results, "pairs": pairs,
+                                                    "draws": found}, indent=2) + "\n")
     plot(results, out)
-    return table(results, seeds, question_set) + pairs_text(pairs)
+    return table(results, every_seed, question_set) + pairs_text(pairs)
+
+
+def draw_record(run: RunDir, method: str, question_set: str) -> dict:
+    """What compare.json keeps of one draw of one method: its graded replies by question id and,
+    for a trained method, its training (and sampling) seconds, its retention (1/0 per general
+    question) and drift (per general prompt), both None until the retention stage has run."""
+    record: dict = {"replies": {reply["id"]: {"question": reply["question"], "contains": reply["contains"]}
+                                for reply in read_jsonl(run.eval(method, question_set))}}
+    if methods.METHODS[method].training:
+        record["train_seconds"] = json.loads(run.manifest(f"train-{method}").read_text())["seconds"]
+        record["sampling_seconds"] = sum(epoch.get("sampling_seconds", 0.0) for epoch in json.loads(
+            (run.adapter_dir(method) / "metrics.json").read_text())["epochs"])
+        checked = run.retention(method).is_file()
+        record["kept"] = retention.kept_by_question(run, method) if checked else None
+        record["drift"] = [line["kl"] for line in read_jsonl(run.retention(f"{method}.drift"))] if checked else None
+    return record
+
+
+def earlier_draws(path: Path, settings: dict[str, list[str]], question_set: str, chosen_methods: list[str],
+                  run: RunDir) -> dict[str, dict[str, dict[str, dict]]]:
+    """The draws an earlier compare.json kept, of the run and every variant asked for now: each must
+    be there with the same settings, on the same question set (the run's own test questions)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"--draws-from {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("draws"), dict):
+        raise UserError(f"--draws-from {path}: it keeps no draws (not a compare.json, or one from before they were "
+                        "kept)")
+    if earlier.get("question_set") != question_set:
+        raise UserError(f"--draws-from {path}: its draws answered the {earlier.get('question_set')} questions, "
+                        f"this run's are {question_set}")
+    for name, overrides in settings.items():
+        if earlier.get("settings", {}).get(name) != overrides or any(method not in earlier["draws"].get(name, {})
+                                                             for method in chosen_methods):
+            raise UserError(f"--draws-from {path}: it has no {name!r} with {overrides or 'the run settings'} "
+                            f"and methods {', '.join(chosen_methods)}")
+    if question_set == "test":
+        questions = {record["id"]: record["question"] for record in read_jsonl(run.test_questions)}
+        for by_seed in earlier["draws"][REFERENCE].values():
+            if any(questions.get(key) != reply["question"] for draw in by_seed.values()
+                   for key, reply in draw["replies"].items()):
+                raise UserError(f"--draws-from {path}: its test questions are not this run's")
+    return {name: {method: earlier["draws"][name][method] for method in chosen_methods} for name in settings}
 
 
 def method_pairs(graded: dict[str, dict[str, dict]], kept: dict[str, dict | None], config: RunConfig) -> dict:
@@ -191,18 +248,19 @@ def pairs_text(pairs: dict[str, dict]) -> str:
     return "\n\nwithin each variant, and against the run's methods, paired:\n" + "\n".join(lines) if lines else ""
 
 
-def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, float] | None,
+def summary(by_seed: dict[str, dict], graded: dict[str, dict], kept: dict[str, float] | None,
             reference: dict[str, dict] | None, reference_kept: dict[str, float] | None, method: str,
             config: RunConfig) -> dict:
-    """One method of one variant over every draw (`graded`: its pooled replies; `kept`: its pooled
-    retention): accuracy (pooled, and each draw's), the paired difference to the run's replies
-    (`reference`; None for the run itself), retention with its paired difference to the run's
-    (`reference_kept`), drift and training seconds (on-policy: and the sampling's among them)."""
+    """One method of one variant over every draw (`by_seed`: draw_record's; `graded`: their pooled
+    replies; `kept`: their pooled retention): accuracy (pooled, and each draw's), the paired
+    difference to the run's replies (`reference`; None for the run itself), retention with its
+    paired difference to the run's (`reference_kept`), drift and training seconds (on-policy: and
+    the sampling's among them)."""
     resamples = config.eval.bootstrap_resamples
     grades = {key: record["contains"] for key, record in graded.items()}
     result: dict = {"accuracy": mean_interval([100 * value for value in grades.values()], resamples),
                     "questions": len(grades), "by_draw": {}}
-    for seed in runs:  # each draw's own accuracy: how far the draws spread
+    for seed in by_seed:  # each draw's own accuracy: how far the draws spread
         own = [100 * value for key, value in grades.items() if key.startswith(f"{seed}/")]
         result["by_draw"][str(seed)] = sum(own) / len(own)
     if reference is not None:
@@ -211,14 +269,12 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, fl
             result["vs_run"] = paired({key: grades[key] for key in shared},
                                       {key: reference[key]["contains"] for key in shared}, resamples, config.seed)
     if methods.METHODS[method].training:
-        result["train_seconds"] = sum(json.loads(run.manifest(f"train-{method}").read_text())["seconds"]
-                                      for run in runs.values()) / len(runs)
-        sampling = [sum(epoch.get("sampling_seconds", 0.0) for epoch in json.loads(
-            (run.adapter_dir(method) / "metrics.json").read_text())["epochs"]) for run in runs.values()]
+        result["train_seconds"] = sum(draw["train_seconds"] for draw in by_seed.values()) / len(by_seed)
+        sampling = [draw["sampling_seconds"] for draw in by_seed.values()]
         if any(sampling):  # on-policy training: of its seconds, those spent sampling the student's answers
-            result["sampling_seconds"] = sum(sampling) / len(runs)
+            result["sampling_seconds"] = sum(sampling) / len(by_seed)
         if kept is not None:
-            drift = [record["kl"] for run in runs.values() for record in read_jsonl(run.retention(f"{method}.drift"))]
+            drift = [value for draw in by_seed.values() for value in draw["drift"]]
             result["retention"] = mean_interval([100 * value for value in kept.values()], resamples) if kept else None
             result["drift"] = mean_interval(drift, resamples)
             shared = [key for key in kept if key in (reference_kept or {})]
@@ -228,19 +284,17 @@ def summary(runs: dict[int, RunDir], graded: dict[str, dict], kept: dict[str, fl
     return result
 
 
-def pooled(runs: dict[int, RunDir], method: str, question_set: str) -> dict[str, dict]:
-    """Every draw's graded replies of a method, keyed SEED/QUESTION_ID."""
-    return {f"{seed}/{record['id']}": record for seed, run in runs.items()
-            for record in read_jsonl(run.eval(method, question_set))}
+def pooled(by_seed: dict[str, dict]) -> dict[str, dict]:
+    """Every draw's graded replies of a method (`by_seed`: draw_record's), keyed SEED/QUESTION_ID."""
+    return {f"{seed}/{key}": reply for seed, draw in by_seed.items() for key, reply in draw["replies"].items()}
 
 
-def pooled_kept(runs: dict[int, RunDir], method: str) -> dict[str, float] | None:
+def pooled_kept(by_seed: dict[str, dict]) -> dict[str, float] | None:
     """Every draw's retention of a trained method, 1/0 per general question keyed SEED/QUESTION_ID;
     None until every draw has checked it."""
-    if not all(run.retention(method).is_file() for run in runs.values()):
+    if any(draw["kept"] is None for draw in by_seed.values()):
         return None
-    return {f"{seed}/{key}": value for seed, run in runs.items()
-            for key, value in retention.kept_by_question(run, method).items()}
+    return {f"{seed}/{key}": value for seed, draw in by_seed.items() for key, value in draw["kept"].items()}
 
 
 def mean_interval(values: list[float], resamples: int) -> dict:
