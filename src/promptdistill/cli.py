@@ -390,7 +390,7 @@ def compare(
         if unknown:
             raise UserError(f"--methods: {', '.join(unknown)} not among the run's ({', '.join(run_config.methods)})")
         table = compare_variants(run, run_config, [parse_variant(text) for text in variant], draws, chosen,
-                                 draws_from or [])
+                                 draws_from or ())
     print(table)
     console.print(f"\ncomparison: {run_dir / 'compare' / 'compare.json'}  plots: "
                   f"{run_dir / 'compare' / 'accuracy_vs_seconds.png'}, accuracy_vs_retention.png")

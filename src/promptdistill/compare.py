@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def draws(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[i
 
 
 def compare(run: RunDir, config: RunConfig, variants: list[Variant], seeds: list[int],
-            chosen_methods: list[str] | None = None, earlier: list[Path] = ()) -> str:
+            chosen_methods: list[str] | None = None, earlier: Sequence[Path] = ()) -> str:
     """Run every draw of every variant (finished stages are skipped), pool them with the draws of
     `earlier` compare.json files, then write the comparison; returns its table. `chosen_methods`:
     the run's methods, or some of them."""
